@@ -1,0 +1,77 @@
+"""The public verbs: `encode` a model into a package, `open` a package."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .codecs.entropy import DEFAULT_LEVEL
+from .codecs.ladder import DEFAULT_LADDER, DEFAULT_MIN_SIZE, Ladder
+from .codecs.plan import encode_tensor
+from .format.reader import Package
+from .format.spec import Manifest
+from .format.writer import PackageWriter
+from .sources import SourceModel, from_arrays, load_source
+
+Progress = Callable[[int, int, str], None]
+"""Called as progress(source_bytes_done, source_bytes_total, tensor_name)."""
+
+
+def encode(
+    source: str | os.PathLike[str] | SourceModel | Mapping[str, NDArray[np.generic]],
+    output: str | os.PathLike[str],
+    *,
+    ladder: str | Ladder = DEFAULT_LADDER,
+    group_size: int = 0,
+    min_size: int = DEFAULT_MIN_SIZE,
+    model_id: str | None = None,
+    model_version: str = "1",
+    schedule: str = "source",
+    level: int = DEFAULT_LEVEL,
+    progress: Progress | None = None,
+) -> Manifest:
+    """Encode a model into a progressive package at `output`; returns its manifest.
+
+    >>> manifest = encode("model.safetensors", "model.blad", ladder="int8,exact")   # doctest: +SKIP
+    >>> manifest.rung_bytes()                                                       # doctest: +SKIP
+    [20930000, 58500000]
+    """
+    if isinstance(ladder, str):
+        ladder = Ladder.parse(ladder, group_size=group_size, min_size=min_size)
+    if isinstance(source, SourceModel):
+        model = source
+    elif isinstance(source, Mapping):
+        model = from_arrays(source)
+    else:
+        model = load_source(source)
+    output = Path(output)
+    if model_id is None:
+        model_id = output.stem
+    source_info = {"format": model.format, "digest": model.digest(), "metadata": model.metadata}
+    writer = PackageWriter(output, model_id, model_version, source_info, ladder, schedule)
+    total, done = model.nbytes, 0
+    try:
+        for tensor in model.tensors.values():
+            index = writer.add_tensor(tensor.spec)
+            for step, encoded in encode_tensor(tensor.spec, tensor.data, ladder, level):
+                writer.add_chunk(index, step.rung, step.reaches, encoded)
+            done += tensor.spec.nbytes
+            if progress is not None:
+                progress(done, total, tensor.name)
+        return writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def open(source: str | os.PathLike[str] | bytes | bytearray | memoryview) -> Package:  # noqa: A001
+    """Open a package from a path or from bytes.
+
+    >>> package = bitladder.open("model.blad")          # doctest: +SKIP
+    >>> tensors = package.decode(rung=0)                 # doctest: +SKIP
+    """
+    return Package.open(source)

@@ -1,0 +1,181 @@
+"""The precision ladder: named rungs in delivery order, each a frozen config that round-trips as JSON.
+
+A rung kind registers itself by subclassing `Rung` with `kind=...`, so adding one is adding a class.
+
+>>> ladder = Ladder.parse("int4,int8,bf16,exact")
+>>> [r.name for r in ladder.rungs]
+['int4', 'int8', 'bf16', 'exact']
+>>> Ladder.from_json(ladder.to_json()) == ladder
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+DEFAULT_LADDER = "int8,exact"
+DEFAULT_MIN_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One step of the ladder. Subclasses register under a `kind` name."""
+
+    kinds: ClassVar[dict[str, type[Rung]]] = {}
+    kind: ClassVar[str]
+
+    def __init_subclass__(cls, kind: str, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.kind = kind
+        Rung.kinds[kind] = cls
+
+    @property
+    def name(self) -> str:
+        return self.kind
+
+    @property
+    def precision(self) -> float:
+        """Orders rungs: each rung of a ladder must be strictly more precise than the one before."""
+        raise NotImplementedError
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+    @staticmethod
+    def from_json(data: Any) -> Rung:
+        if not isinstance(data, dict) or data.get("kind") not in Rung.kinds:
+            raise ValueError(f"unknown rung {data!r}")
+        params = {k: v for k, v in data.items() if k != "kind"}
+        try:
+            return Rung.kinds[data["kind"]](**params)
+        except TypeError as exc:
+            raise ValueError(f"bad parameters for rung {data!r}: {exc}") from exc
+
+    @staticmethod
+    def parse(text: str, group_size: int = 0) -> Rung:
+        """`int4` .. `int8`, `bf16`, `fp16`, `exact`."""
+        text = text.strip().lower()
+        if text.startswith("int") and text[3:].isdigit():
+            return IntRung(bits=int(text[3:]), group_size=group_size)
+        if text in ("bf16", "fp16"):
+            return HalfRung(format=text)
+        if text == "exact":
+            return ExactRung()
+        raise ValueError(f"unknown rung {text!r}: expected intN (N in 2..8), bf16, fp16 or exact")
+
+
+@dataclass(frozen=True)
+class IntRung(Rung, kind="int"):
+    """Symmetric integer codes with one float32 scale per output channel (or per group of inputs)."""
+
+    bits: int = 8
+    group_size: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.bits, int) or not 2 <= self.bits <= 8:
+            raise ValueError(f"int rung bits must be in 2..8, got {self.bits!r}")
+        if not isinstance(self.group_size, int) or self.group_size < 0:
+            raise ValueError(f"group_size must be a non-negative integer, got {self.group_size!r}")
+
+    @property
+    def name(self) -> str:
+        return f"int{self.bits}"
+
+    @property
+    def precision(self) -> float:
+        return float(self.bits)
+
+    @property
+    def max_code(self) -> int:
+        return (1 << (self.bits - 1)) - 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "bits": self.bits, "group_size": self.group_size}
+
+
+@dataclass(frozen=True)
+class HalfRung(Rung, kind="half"):
+    """The tensor rounded to a 16-bit float format (to nearest even)."""
+
+    format: str = "bf16"
+
+    def __post_init__(self) -> None:
+        if self.format not in ("bf16", "fp16"):
+            raise ValueError(f"half rung format must be bf16 or fp16, got {self.format!r}")
+
+    @property
+    def name(self) -> str:
+        return self.format
+
+    @property
+    def precision(self) -> float:
+        return 16.0
+
+    @property
+    def dtype(self) -> str:
+        """The source dtype name this format equals."""
+        return "BF16" if self.format == "bf16" else "F16"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "format": self.format}
+
+
+@dataclass(frozen=True)
+class ExactRung(Rung, kind="exact"):
+    """The source bits."""
+
+    @property
+    def name(self) -> str:
+        return "exact"
+
+    @property
+    def precision(self) -> float:
+        return float("inf")
+
+
+@dataclass(frozen=True)
+class Ladder:
+    """Rungs in delivery order, plus the size under which a tensor is sent exact in the first rung."""
+
+    rungs: tuple[Rung, ...] = field(default_factory=lambda: Ladder.parse(DEFAULT_LADDER).rungs)
+    min_size: int = DEFAULT_MIN_SIZE
+
+    def __post_init__(self) -> None:
+        if not self.rungs:
+            raise ValueError("a ladder needs at least one rung")
+        for before, after in zip(self.rungs, self.rungs[1:]):
+            if after.precision <= before.precision:
+                raise ValueError(f"rung {after.name} must be more precise than {before.name}, which precedes it")
+        if not isinstance(self.min_size, int) or self.min_size < 0:
+            raise ValueError(f"min_size must be a non-negative integer, got {self.min_size!r}")
+
+    @classmethod
+    def parse(cls, text: str, group_size: int = 0, min_size: int = DEFAULT_MIN_SIZE) -> Ladder:
+        """A ladder from a comma-separated list such as `int8,exact`."""
+        names = [part for part in text.split(",") if part.strip()]
+        return cls(rungs=tuple(Rung.parse(name, group_size) for name in names), min_size=min_size)
+
+    @property
+    def names(self) -> list[str]:
+        return [rung.name for rung in self.rungs]
+
+    def index(self, name: str) -> int:
+        """Position of the rung called `name`."""
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise ValueError(f"no rung named {name!r} in ladder {','.join(self.names)}") from None
+
+    @property
+    def is_lossless(self) -> bool:
+        return isinstance(self.rungs[-1], ExactRung)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rungs": [rung.to_json() for rung in self.rungs], "min_size": self.min_size}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Ladder:
+        if not isinstance(data, dict) or not isinstance(data.get("rungs"), list):
+            raise ValueError(f"ladder must be an object with a list of rungs, got {data!r}")
+        return cls(rungs=tuple(Rung.from_json(r) for r in data["rungs"]), min_size=data.get("min_size", 0))

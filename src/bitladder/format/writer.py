@@ -1,0 +1,156 @@
+"""Writing packages: chunks are spooled as they are encoded, then laid out rung by rung.
+
+The writer is a small state machine: `add_tensor` / `add_chunk` while open, then one `finish`, after
+which every call is refused. Chunks may arrive in any order (the encoder works tensor by tensor);
+`finish` orders them rung-major, within a rung by the schedule.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from ..codecs.ladder import Ladder
+from ..codecs.states import TensorSpec
+from ..codecs.transforms import Encoded
+from .spec import ChunkEntry, Manifest, digest
+
+Schedule = Callable[[Sequence[TensorSpec], Sequence[int]], list[int]]
+"""Orders the tensors that have a chunk in one rung: (all tensors, indices in that rung) -> indices in order."""
+
+
+def _source_order(tensors: Sequence[TensorSpec], indices: Sequence[int]) -> list[int]:
+    return sorted(indices)
+
+
+def _largest_first(tensors: Sequence[TensorSpec], indices: Sequence[int]) -> list[int]:
+    return sorted(indices, key=lambda i: (-tensors[i].numel, i))
+
+
+def _smallest_first(tensors: Sequence[TensorSpec], indices: Sequence[int]) -> list[int]:
+    return sorted(indices, key=lambda i: (tensors[i].numel, i))
+
+
+SCHEDULES: dict[str, Schedule] = {
+    "source": _source_order,
+    "largest-first": _largest_first,
+    "smallest-first": _smallest_first,
+}
+
+
+@dataclass(frozen=True)
+class _Spooled:
+    tensor: int
+    rung: int
+    reaches: int
+    codec: str
+    params: dict[str, Any]
+    sections: tuple[int, ...]
+    spool_offset: int
+    digest: str
+
+
+class PackageWriter:
+    """Builds one package file.
+
+    >>> import numpy as np, tempfile, pathlib
+    >>> from bitladder.codecs.plan import encode_tensor
+    >>> ladder = Ladder.parse("int8,exact")
+    >>> spec = TensorSpec("w", "F32", (64, 64))
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "w.blad"
+    >>> writer = PackageWriter(out, "demo", "1", {}, ladder)
+    >>> index = writer.add_tensor(spec)
+    >>> for step, encoded in encode_tensor(spec, np.ones(4096, np.float32).view(np.uint32), ladder):
+    ...     writer.add_chunk(index, step.rung, step.reaches, encoded)
+    >>> len(writer.finish().chunks)
+    2
+    """
+
+    def __init__(self, path: str | os.PathLike[str], model_id: str, model_version: str,
+                 source: dict[str, Any], ladder: Ladder, schedule: str = "source") -> None:
+        if schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
+        self._path = Path(path)
+        self._meta = (model_id, model_version, source, ladder, schedule)
+        self._tensors: list[TensorSpec] = []
+        self._chunks: list[_Spooled] = []
+        self._spool: IO[bytes] | None = tempfile.TemporaryFile(dir=self._path.parent)
+        self._spool_size = 0
+
+    def _open_spool(self) -> IO[bytes]:
+        if self._spool is None:
+            raise ValueError(f"package {self._path} is already finished")
+        return self._spool
+
+    def add_tensor(self, spec: TensorSpec) -> int:
+        """Register a tensor (in source order); returns its index."""
+        self._open_spool()
+        if any(t.name == spec.name for t in self._tensors):
+            raise ValueError(f"tensor {spec.name!r} added twice")
+        self._tensors.append(spec)
+        return len(self._tensors) - 1
+
+    def add_chunk(self, tensor: int, rung: int, reaches: int, encoded: Encoded) -> None:
+        """Spool one encoded chunk of tensor `tensor` delivered in rung `rung`."""
+        spool = self._open_spool()
+        if not 0 <= tensor < len(self._tensors):
+            raise ValueError(f"unknown tensor index {tensor}")
+        payload = b"".join(encoded.sections)
+        spool.write(payload)
+        self._chunks.append(_Spooled(tensor, rung, reaches, encoded.codec, encoded.params,
+                                     tuple(len(s) for s in encoded.sections), self._spool_size, digest(payload)))
+        self._spool_size += len(payload)
+
+    def _layout(self) -> tuple[Manifest, list[_Spooled]]:
+        model_id, model_version, source, ladder, schedule = self._meta
+        by_rung: dict[int, dict[int, _Spooled]] = {}
+        for chunk in self._chunks:
+            by_rung.setdefault(chunk.rung, {})[chunk.tensor] = chunk
+        ordered: list[_Spooled] = []
+        for rung in sorted(by_rung):
+            ordered += [by_rung[rung][i] for i in SCHEDULES[schedule](self._tensors, list(by_rung[rung]))]
+        entries, offset = [], 0
+        for c in ordered:
+            entries.append(ChunkEntry(c.tensor, c.rung, c.reaches, c.codec, c.params, c.sections, offset, c.digest))
+            offset += sum(c.sections)
+        manifest = Manifest(model_id, model_version, source, ladder, schedule, tuple(self._tensors), tuple(entries))
+        return manifest, ordered
+
+    def finish(self) -> Manifest:
+        """Write the file (atomically: a temporary name, then a rename) and close the writer."""
+        spool = self._open_spool()
+        manifest, ordered = self._layout()
+        tmp = self._path.with_name(f".{self._path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as out:
+                out.write(manifest.encode())
+                for chunk in ordered:
+                    spool.seek(chunk.spool_offset)
+                    _copy(spool, out, sum(chunk.sections))
+            os.replace(tmp, self._path)
+        finally:
+            tmp.unlink(missing_ok=True)
+            spool.close()
+            self._spool = None
+        return manifest
+
+    def abort(self) -> None:
+        """Drop everything spooled so far; the target file is left untouched."""
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+
+
+def _copy(src: IO[bytes], dst: IO[bytes], length: int) -> None:
+    remaining = length
+    while remaining:
+        block = src.read(min(remaining, 1 << 20))
+        if not block:
+            raise OSError("spool file shorter than expected")
+        dst.write(block)
+        remaining -= len(block)
+
