@@ -76,9 +76,11 @@ def unpack_planes(frames: list[bytes | memoryview], dtype: np.dtype[np.generic],
     width = dtype.itemsize
     if len(frames) != width:
         raise ChunkIntegrityError(f"expected {width} byte planes, got {len(frames)}")
+    # Decode (and so check every size) before allocating: a hostile manifest may announce a huge count.
+    planes = [decompress(frame, count) for frame in frames]
     if width == 1:
-        return np.frombuffer(decompress(frames[0], count), dtype=dtype).copy()
+        return np.frombuffer(planes[0], dtype=dtype).copy()
     out = np.empty((count, width), dtype=np.uint8)
-    for i, frame in enumerate(frames):
-        out[:, i] = np.frombuffer(decompress(frame, count), dtype=np.uint8)
+    for i, plane in enumerate(planes):
+        out[:, i] = np.frombuffer(plane, dtype=np.uint8)
     return out.view(dtype).reshape(count)

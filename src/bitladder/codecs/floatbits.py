@@ -83,7 +83,8 @@ def from_f32(values: NDArray[np.float32], dtype: str) -> NDArray[np.unsignedinte
     if dtype == "F32":
         return np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
     if dtype == "F16":
-        return values.astype(np.float16).view(np.uint16)
+        with np.errstate(over="ignore"):  # overflow rounds to infinity, as IEEE says
+            return values.astype(np.float16).view(np.uint16)
     if dtype == "BF16":
         return f32_to_bf16(values)
     raise ValueError(f"not a float dtype: {dtype}")

@@ -89,7 +89,8 @@ class IntState(TensorState):
 
     def dequantized(self) -> NDArray[np.float32]:
         """codes * scale in float32, flat; the one formula both sides use."""
-        out = np.multiply(self.codes, self.scales[:, None], dtype=np.float32)
+        with np.errstate(over="ignore"):  # codes * scale may exceed float32; the exact rung repairs it
+            out = np.multiply(self.codes, self.scales[:, None], dtype=np.float32)
         return out.reshape(-1)
 
     def values(self, spec: TensorSpec) -> NDArray[np.float32]:

@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bitladder import DecoderStateError, StreamDecoder, TruncatedError
+
+from .conftest import tiny_arrays
+from .test_golden import GOLDEN
+
+
+def test_one_byte_at_a_time(tiny_package):
+    decoder = StreamDecoder()
+    updates = []
+    for i in range(len(tiny_package)):
+        updates += decoder.feed(tiny_package[i:i + 1])
+    decoder.close()
+    assert decoder.finished and decoder.rung == 2
+    assert [u.chunk for u in updates] == list(range(len(decoder.manifest.chunks)))
+    for name, array in tiny_arrays().items():
+        assert decoder.tensor(name).tobytes() == array.tobytes()
+
+
+@settings(max_examples=30, deadline=None)
+@given(cuts=st.lists(st.integers(0, 2131), max_size=20))
+def test_any_split_gives_the_same_updates(cuts):
+    package = GOLDEN.read_bytes()
+    bounds = sorted({0, len(package), *[c % (len(package) + 1) for c in cuts]})
+    decoder = StreamDecoder()
+    updates = []
+    for start, end in zip(bounds, bounds[1:]):
+        updates += decoder.feed(package[start:end])
+    decoder.close()
+    assert [u.chunk for u in updates] == list(range(len(decoder.manifest.chunks)))
+
+
+def test_rung_progress_is_reported_per_tensor(tiny_package):
+    decoder = StreamDecoder()
+    manifest_end = 32 + int.from_bytes(tiny_package[8:16], "little")
+    decoder.feed(tiny_package[:manifest_end])
+    assert decoder.rung == -1 and set(decoder.rungs().values()) == {-1}
+    first_rung_end = manifest_end + decoder.manifest.rung_end(0)
+    decoder.feed(tiny_package[manifest_end:first_rung_end])
+    assert decoder.rungs() == {"layer.weight": 0, "layer.bias": 2, "steps": 2}
+    assert decoder.rung == 0
+    weight = decoder.values("layer.weight")
+    assert weight.shape == (8, 12) and np.abs(weight - tiny_arrays()["layer.weight"]).max() < 0.1
+    with pytest.raises(TruncatedError):
+        decoder.close()
+
+
+def test_tensor_before_arrival_is_a_state_error(tiny_package):
+    decoder = StreamDecoder()
+    with pytest.raises(DecoderStateError):
+        decoder.tensor("layer.weight")
+    decoder.feed(tiny_package[:32 + int.from_bytes(tiny_package[8:16], "little")])
+    with pytest.raises(DecoderStateError):
+        decoder.tensor("layer.weight")
+    with pytest.raises(KeyError):
+        decoder.tensor("nope")
