@@ -22,7 +22,7 @@ from .format.writer import SCHEDULES
 from .sources import write_safetensors
 
 console = Console(stderr=True)
-out = Console()
+out = Console(soft_wrap=True)
 
 
 def _progress() -> Progress:

@@ -15,7 +15,8 @@ from numpy.typing import NDArray
 
 from ..errors import ChunkIntegrityError
 
-DEFAULT_LEVEL = 3
+# Level 1: these planes are order-0 sources; longer match searches slow decoding and do not help.
+DEFAULT_LEVEL = 1
 
 _local = threading.local()
 
@@ -84,3 +85,34 @@ def unpack_planes(frames: list[bytes | memoryview], dtype: np.dtype[np.generic],
     for i, plane in enumerate(planes):
         out[:, i] = np.frombuffer(plane, dtype=np.uint8)
     return out.view(dtype).reshape(count)
+
+
+ESCAPE = 255
+
+
+def pack_small(values: NDArray[np.unsignedinteger], level: int = DEFAULT_LEVEL) -> list[bytes]:
+    """Mostly-small unsigned integers as two frames: bytes (255 = escape), then the escaped values.
+
+    A separate high-byte plane would cost zstd's Huffman stage at least one bit per element even when
+    it is almost all zeros; escapes cost only where they occur.
+
+    >>> frames = pack_small(np.array([3, 300, 7], np.uint16))
+    >>> unpack_small(frames, np.dtype(np.uint16), 3).tolist()
+    [3, 300, 7]
+    """
+    flat = np.ascontiguousarray(values).reshape(-1)
+    small = np.minimum(flat, ESCAPE).astype(np.uint8)
+    escaped = flat[small == ESCAPE].astype(flat.dtype.newbyteorder("<"))
+    return [compress(small, level), compress(escaped, level)]
+
+
+def unpack_small(frames: list[bytes | memoryview], dtype: np.dtype[np.generic], count: int) -> NDArray[np.generic]:
+    """Inverse of `pack_small`."""
+    if len(frames) != 2:
+        raise ChunkIntegrityError(f"expected 2 frames for escaped bytes, got {len(frames)}")
+    small = np.frombuffer(decompress(frames[0], count), dtype=np.uint8)
+    where = np.flatnonzero(small == ESCAPE)
+    escaped = np.frombuffer(decompress(frames[1], where.size * dtype.itemsize), dtype=dtype.newbyteorder("<"))
+    out = small.astype(dtype)
+    out[where] = escaped
+    return out

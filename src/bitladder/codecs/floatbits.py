@@ -47,7 +47,11 @@ def zigzag(values: NDArray[np.signedinteger]) -> NDArray[np.unsignedinteger]:
 def unzigzag(values: NDArray[np.unsignedinteger]) -> NDArray[np.signedinteger]:
     """Inverse of `zigzag`."""
     signed = np.int32 if values.dtype.itemsize == 4 else np.int16
-    return ((values >> 1).view(signed)) ^ -((values & 1).view(signed))
+    sign = values & 1
+    np.negative(sign, out=sign)  # 0 or all ones, by unsigned wrap-around
+    magnitude = values >> 1
+    magnitude ^= sign
+    return magnitude.view(signed)
 
 
 def bf16_to_f32(bits: NDArray[np.uint16]) -> NDArray[np.float32]:

@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import ChunkIntegrityError
-from .entropy import DEFAULT_LEVEL, compress, decompress, pack_planes, unpack_planes
+from .entropy import DEFAULT_LEVEL, compress, decompress, pack_planes, pack_small, unpack_planes, unpack_small
 from .floatbits import from_f32, from_order_key, order_key, to_f32, unzigzag, zigzag
 from .ladder import HalfRung, IntRung, Rung
 from .states import ExactState, HalfState, IntState, TensorSpec, TensorState
@@ -177,7 +177,7 @@ class IntRefine(ChunkCodec, name="int-refine"):
         rows = prev.scales.shape[0]
         state = quantize(to_f32(source, spec.dtype), rows, rung.max_code)
         offset = state.codes.astype(np.int16) - _refine_prediction(prev, state.scales)
-        sections = [_scales_section(state.scales), *pack_planes(zigzag(offset.reshape(-1)), level)]
+        sections = [_scales_section(state.scales), *pack_small(zigzag(offset.reshape(-1)), level)]
         return Encoded(cls.name, sections, {"bits": rung.bits, "rows": rows}, state)
 
     @classmethod
@@ -187,7 +187,7 @@ class IntRefine(ChunkCodec, name="int-refine"):
         rows = _check_rows(spec, params)
         _require(rows == prev.scales.shape[0], f"int-refine has {rows} scale rows, its base {prev.scales.shape[0]}")
         scales = _read_scales(sections[0], rows)
-        offset = unzigzag(unpack_planes(list(sections[1:]), np.dtype(np.uint16), spec.numel))
+        offset = unzigzag(unpack_small(list(sections[1:]), np.dtype(np.uint16), spec.numel))
         codes = _refine_prediction(prev, scales) + offset.reshape(prev.codes.shape)
         max_code = (1 << (bits - 1)) - 1
         _require(bool(np.all(np.abs(codes) <= max_code)), f"int{bits} codes out of range")
@@ -240,7 +240,7 @@ class HalfDelta(ChunkCodec, name="half-delta"):
         assert isinstance(rung, HalfRung) and isinstance(prev, IntState)
         half = from_f32(to_f32(source, spec.dtype), rung.dtype)
         prediction = from_f32(prev.dequantized(), rung.dtype)
-        sections = pack_planes(_key_delta(half, prediction), level)
+        sections = pack_small(_key_delta(half, prediction), level)
         return Encoded(cls.name, sections, {"format": rung.format}, HalfState(half, rung.dtype))
 
     @classmethod
@@ -248,7 +248,7 @@ class HalfDelta(ChunkCodec, name="half-delta"):
         _require(isinstance(prev, IntState), "half-delta chunk arrived before its integer base")
         half_dtype = _half_format(params)
         prediction = from_f32(prev.dequantized(), half_dtype)
-        delta = unpack_planes(list(sections), np.dtype(np.uint16), spec.numel)
+        delta = unpack_small(list(sections), np.dtype(np.uint16), spec.numel)
         return HalfState(_apply_key_delta(prediction, delta), half_dtype)  # type: ignore[arg-type]
 
     @classmethod
@@ -260,8 +260,8 @@ class ExactDelta(ChunkCodec, name="exact-delta"):
     """The source bits after a lossy rung.
 
     16-bit sources: order-key offsets from the prediction. float32 sources: the low 16 bits verbatim
-    (two planes, so any structure they have still compresses) and the high 16 bits as order-key offsets
-    from the prediction's high half, which the decoder's rung already pins down to a few values.
+    (two planes, so any structure they have still compresses) and the high 16 bits as offsets from the
+    prediction's high half, which the decoder's rung already pins down to a few values.
     """
 
     @classmethod
@@ -270,10 +270,12 @@ class ExactDelta(ChunkCodec, name="exact-delta"):
         prediction = prev.bits(spec)
         if spec.dtype == "F32":
             low = (source & 0xFFFF).astype(np.uint16)
-            delta = _key_delta((source >> 16).astype(np.uint16), (prediction >> 16).astype(np.uint16))
-            sections = [*pack_planes(low, level), *pack_planes(delta, level)]
+            high, predicted_high = (source >> 16).astype(np.uint16), (prediction >> 16).astype(np.uint16)
+            # Plain wrapping difference: a nonzero integer code fixes the sign, so it equals the key offset.
+            delta = zigzag((high - predicted_high).view(np.int16))
+            sections = [*pack_planes(low, level), *pack_small(delta, level)]
         else:
-            sections = pack_planes(_key_delta(source, prediction), level)
+            sections = pack_small(_key_delta(source, prediction), level)
         return Encoded(cls.name, sections, {}, ExactState(source))
 
     @classmethod
@@ -283,11 +285,15 @@ class ExactDelta(ChunkCodec, name="exact-delta"):
         u16 = np.dtype(np.uint16)
         if spec.dtype == "F32":
             low = unpack_planes(list(sections[:2]), u16, spec.numel)
-            delta = unpack_planes(list(sections[2:]), u16, spec.numel)
-            high = _apply_key_delta((prediction >> 16).astype(np.uint16), delta)  # type: ignore[arg-type]
-            data = (high.astype(np.uint32) << 16) | low
+            delta = unpack_small(list(sections[2:]), u16, spec.numel)
+            high = (prediction >> 16).astype(np.uint16)
+            high += unzigzag(delta).view(np.uint16)
+            data = np.empty(spec.numel, dtype="<u4")
+            halves = data.view("<u2").reshape(-1, 2)  # low half first
+            halves[:, 0] = low
+            halves[:, 1] = high
         else:
-            data = _apply_key_delta(prediction, unpack_planes(list(sections), u16, spec.numel))  # type: ignore[arg-type]
+            data = _apply_key_delta(prediction, unpack_small(list(sections), u16, spec.numel))  # type: ignore[arg-type]
         return ExactState(data)
 
     @classmethod
