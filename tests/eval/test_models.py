@@ -77,11 +77,13 @@ def test_mobilenet_rejects_missing_weights(mobilenet_state: dict[str, np.ndarray
 
 
 def test_minilm_ranks_paraphrase_above_unrelated(embed: Callable[[Sequence[str]], np.ndarray]) -> None:
-    vectors = embed([
-        "A man is playing a guitar on stage.",
-        "Someone performs music with a guitar in front of an audience.",
-        "The central bank raised interest rates by half a point.",
-    ])
+    vectors = embed(
+        [
+            "A man is playing a guitar on stage.",
+            "Someone performs music with a guitar in front of an audience.",
+            "The central bank raised interest rates by half a point.",
+        ]
+    )
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     paraphrase, unrelated = vectors[0] @ vectors[1], vectors[0] @ vectors[2]
     assert paraphrase > 0.5 > unrelated

@@ -128,9 +128,10 @@ def _crops(image: Image.Image) -> list[Image.Image]:
 
 
 def _normalise(image: Image.Image) -> np.ndarray:
-    pixels = np.asarray(image, dtype=np.float32) / 255.0
-    pixels = (pixels - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
-    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+    pixels = np.asarray(image, dtype=np.float32) / np.float32(255.0)
+    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)
+    std = np.asarray(IMAGENET_STD, dtype=np.float32)
+    return np.ascontiguousarray(((pixels - mean) / std).transpose(2, 0, 1))
 
 
 def imagenet_photos(augment: bool = True) -> np.ndarray:

@@ -98,8 +98,10 @@ def topk_agreement(ref_logits: ArrayLike, test_logits: ArrayLike, k: int = 1) ->
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - np.max(logits, axis=1, keepdims=True)
-    return shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+    shifted: np.ndarray = logits - np.max(logits, axis=1, keepdims=True)
+    log_norm: np.ndarray = np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+    result: np.ndarray = shifted - log_norm
+    return result
 
 
 def kl_divergence(ref_logits: ArrayLike, test_logits: ArrayLike) -> float:

@@ -23,10 +23,10 @@ from collections.abc import Callable, Mapping, Sequence
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from safetensors.numpy import load_file  # noqa: E402
-from transformers import AutoTokenizer, BertConfig, BertModel  # noqa: E402
+import numpy as np
+import torch
+from safetensors.numpy import load_file
+from transformers import AutoTokenizer, BertConfig, BertModel
 
 __all__ = [
     "MobileNetV2",
@@ -130,7 +130,15 @@ class MobileNetV2(torch.nn.Module):
     """
 
     # (expansion t, output channels c, repeats n, first stride s), from the MobileNetV2 paper
-    SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+    SETTINGS = (
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    )
 
     def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
@@ -178,7 +186,8 @@ def mobilenet_classifier(state: Mapping[str, np.ndarray]) -> Callable[[np.ndarra
     def classify(images: np.ndarray) -> np.ndarray:
         batch = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
         with torch.no_grad():
-            return model(batch).numpy()
+            logits: torch.Tensor = model(batch)
+        return logits.numpy()
 
     return classify
 
@@ -202,7 +211,8 @@ def _minilm_model(state: Mapping[str, np.ndarray]) -> BertModel:
     expected = model.state_dict().keys()
     tensors = {k: v for k, v in _to_torch_state(state).items() if k in expected or k not in _MINILM_DERIVED_KEYS}
     model.load_state_dict(tensors, strict=True)
-    return model.eval()
+    model.train(False)  # inference mode: dropout off
+    return model
 
 
 def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -227,14 +237,18 @@ def minilm_embedder(state: Mapping[str, np.ndarray]) -> Callable[[Sequence[str]]
     tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir()), local_files_only=True)
 
     def embed(sentences: Sequence[str]) -> np.ndarray:
-        chunks = [_embed_batch(model, tokenizer, list(sentences[i : i + _MINILM_BATCH]))
-                  for i in range(0, len(sentences), _MINILM_BATCH)]
+        chunks = [
+            _embed_batch(model, tokenizer, list(sentences[i : i + _MINILM_BATCH]))
+            for i in range(0, len(sentences), _MINILM_BATCH)
+        ]
         return np.concatenate(chunks) if chunks else np.zeros((0, model.config.hidden_size), np.float32)
 
     return embed
 
 
-def _embed_batch(model: BertModel, tokenizer: Callable[..., Mapping[str, torch.Tensor]], batch: list[str]) -> np.ndarray:
+def _embed_batch(
+    model: BertModel, tokenizer: Callable[..., Mapping[str, torch.Tensor]], batch: list[str]
+) -> np.ndarray:
     tokens = tokenizer(batch, padding=True, truncation=True, max_length=_MINILM_MAX_TOKENS, return_tensors="pt")
     with torch.no_grad():
         hidden = model(**tokens).last_hidden_state
