@@ -88,31 +88,46 @@ def unpack_planes(frames: list[bytes | memoryview], dtype: np.dtype[np.generic],
 
 
 ESCAPE = 255
+OFFSET = 128
 
 
-def pack_small(values: NDArray[np.unsignedinteger], level: int = DEFAULT_LEVEL) -> list[bytes]:
-    """Mostly-small unsigned integers as two frames: bytes (255 = escape), then the escaped values.
+def pack_offsets(target: NDArray[np.uint16], prediction: NDArray[np.uint16], level: int = DEFAULT_LEVEL) -> list[bytes]:
+    """16-bit values close to a prediction the decoder holds, as two frames.
 
-    A separate high-byte plane would cost zstd's Huffman stage at least one bit per element even when
-    it is almost all zeros; escapes cost only where they occur.
+    First one byte per value: `target - prediction + 128` (wrapping) when that lies in 0..254, else 255;
+    then the targets of the 255s, verbatim. A separate high-byte plane would cost zstd's Huffman stage at
+    least one bit per value even when nearly all zeros; escapes cost only where they occur.
 
-    >>> frames = pack_small(np.array([3, 300, 7], np.uint16))
-    >>> unpack_small(frames, np.dtype(np.uint16), 3).tolist()
+    >>> target, prediction = np.array([3, 300, 7], np.uint16), np.array([4, 4, 4], np.uint16)
+    >>> apply_offsets(pack_offsets(target, prediction), prediction).tolist()
     [3, 300, 7]
     """
-    flat = np.ascontiguousarray(values).reshape(-1)
-    small = np.minimum(flat, ESCAPE).astype(np.uint8)
-    escaped = flat[small == ESCAPE].astype(flat.dtype.newbyteorder("<"))
-    return [compress(small, level), compress(escaped, level)]
+    offset = (target - prediction).view(np.int16).astype(np.int32) + OFFSET
+    codes = np.where((offset >= 0) & (offset < ESCAPE), offset, ESCAPE).astype(np.uint8)
+    escaped = np.ascontiguousarray(target[codes == ESCAPE], dtype="<u2")
+    return [compress(codes, level), compress(escaped, level)]
 
 
-def unpack_small(frames: list[bytes | memoryview], dtype: np.dtype[np.generic], count: int) -> NDArray[np.generic]:
-    """Inverse of `pack_small`."""
+def read_offsets(frames: list[bytes | memoryview], count: int) -> tuple[NDArray[np.uint8], NDArray[np.intp], NDArray[np.uint16]]:
+    """The parts of `pack_offsets` output: the bytes, the escaped positions, the escaped values."""
     if len(frames) != 2:
-        raise ChunkIntegrityError(f"expected 2 frames for escaped bytes, got {len(frames)}")
-    small = np.frombuffer(decompress(frames[0], count), dtype=np.uint8)
-    where = np.flatnonzero(small == ESCAPE)
-    escaped = np.frombuffer(decompress(frames[1], where.size * dtype.itemsize), dtype=dtype.newbyteorder("<"))
-    out = small.astype(dtype)
-    out[where] = escaped
-    return out
+        raise ChunkIntegrityError(f"expected 2 frames for offset bytes, got {len(frames)}")
+    codes = np.frombuffer(decompress(frames[0], count), dtype=np.uint8)
+    where = np.flatnonzero(codes == ESCAPE)
+    escaped = np.frombuffer(decompress(frames[1], where.size * 2), dtype="<u2").astype(np.uint16)
+    return codes, where, escaped
+
+
+def add_offsets(codes: NDArray[np.uint8], prediction: NDArray[np.uint16]) -> NDArray[np.uint16]:
+    """`prediction + codes - 128`, wrapping; escapes are not patched."""
+    values = np.add(codes, prediction, dtype=np.uint16)
+    values -= np.uint16(OFFSET)
+    return values
+
+
+def apply_offsets(frames: list[bytes | memoryview], prediction: NDArray[np.uint16]) -> NDArray[np.uint16]:
+    """Inverse of `pack_offsets`."""
+    codes, where, escaped = read_offsets(frames, prediction.size)
+    values = add_offsets(codes, prediction)
+    values[where] = escaped
+    return values

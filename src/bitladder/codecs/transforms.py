@@ -8,14 +8,17 @@ Each codec registers under the name the manifest records (`class IntBase(ChunkCo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import ChunkIntegrityError
-from .entropy import DEFAULT_LEVEL, compress, decompress, pack_planes, pack_small, unpack_planes, unpack_small
-from .floatbits import from_f32, from_order_key, order_key, to_f32, unzigzag, zigzag
+from .entropy import (
+    DEFAULT_LEVEL, add_offsets, apply_offsets, compress, decompress, pack_offsets, pack_planes, read_offsets, unpack_planes,
+)
+from .floatbits import from_f32, to_f32
 from .ladder import HalfRung, IntRung, Rung
 from .states import ExactState, HalfState, IntState, TensorSpec, TensorState
 
@@ -101,14 +104,22 @@ def _check_rows(spec: TensorSpec, params: dict[str, Any]) -> int:
 def quantize(values: NDArray[np.float32], rows: int, max_code: int) -> IntState:
     """Symmetric round-to-nearest codes in [-max_code, max_code], one scale per row; non-finite -> 0."""
     x = values.reshape(rows, -1) if rows else values.reshape(0, 0)
-    finite = np.isfinite(x)
-    if not finite.all():
-        x = np.where(finite, x, np.float32(0))
     peak = np.abs(x).max(axis=1) if x.size else np.zeros(rows, np.float32)
+    if not np.isfinite(peak).all():  # NaN and infinities propagate into the row peaks
+        x = np.where(np.isfinite(x), x, np.float32(0))
+        peak = np.abs(x).max(axis=1)
     scales = (peak / np.float32(max_code)).astype(np.float32)
     scales[(scales == 0) | ~np.isfinite(scales)] = 1
-    codes = np.clip(np.rint(x / scales[:, None]), -max_code, max_code).astype(np.int8)
-    return IntState(codes=codes, scales=scales)
+    scaled = x / scales[:, None]  # not x * (1 / scale): the reciprocal of a subnormal scale overflows
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, -max_code, max_code, out=scaled)
+    return IntState(codes=scaled.astype(np.int8), scales=scales)
+
+
+def _check_codes(codes: NDArray[np.integer], bits: int) -> None:
+    max_code = (1 << (bits - 1)) - 1
+    _require(not codes.size or (int(codes.min()) >= -max_code and int(codes.max()) <= max_code),
+             f"int{bits} codes out of range")
 
 
 def _scales_section(scales: NDArray[np.float32]) -> bytes:
@@ -152,8 +163,7 @@ class IntBase(ChunkCodec, name="int"):
         rows = _check_rows(spec, params)
         scales = _read_scales(sections[0], rows)
         codes = np.frombuffer(decompress(sections[1], spec.numel), dtype=np.int8)
-        max_code = (1 << (bits - 1)) - 1
-        _require(bool(np.all(np.abs(codes.astype(np.int16)) <= max_code)), f"int{bits} codes out of range")
+        _check_codes(codes, bits)
         return IntState(codes=codes.reshape(rows, -1) if rows else codes.reshape(0, 0), scales=scales)
 
     @classmethod
@@ -176,8 +186,9 @@ class IntRefine(ChunkCodec, name="int-refine"):
         assert isinstance(rung, IntRung) and isinstance(prev, IntState)
         rows = prev.scales.shape[0]
         state = quantize(to_f32(source, spec.dtype), rows, rung.max_code)
-        offset = state.codes.astype(np.int16) - _refine_prediction(prev, state.scales)
-        sections = [_scales_section(state.scales), *pack_small(zigzag(offset.reshape(-1)), level)]
+        codes = state.codes.astype(np.int16).reshape(-1).view(np.uint16)
+        guess = _refine_prediction(prev, state.scales).reshape(-1).view(np.uint16)
+        sections = [_scales_section(state.scales), *pack_offsets(codes, guess, level)]
         return Encoded(cls.name, sections, {"bits": rung.bits, "rows": rows}, state)
 
     @classmethod
@@ -187,10 +198,9 @@ class IntRefine(ChunkCodec, name="int-refine"):
         rows = _check_rows(spec, params)
         _require(rows == prev.scales.shape[0], f"int-refine has {rows} scale rows, its base {prev.scales.shape[0]}")
         scales = _read_scales(sections[0], rows)
-        offset = unzigzag(unpack_small(list(sections[1:]), np.dtype(np.uint16), spec.numel))
-        codes = _refine_prediction(prev, scales) + offset.reshape(prev.codes.shape)
-        max_code = (1 << (bits - 1)) - 1
-        _require(bool(np.all(np.abs(codes) <= max_code)), f"int{bits} codes out of range")
+        guess = _refine_prediction(prev, scales).reshape(-1).view(np.uint16)
+        codes = apply_offsets(list(sections[1:]), guess).view(np.int16).reshape(prev.codes.shape)
+        _check_codes(codes, bits)
         return IntState(codes=codes.astype(np.int8), scales=scales)
 
     @classmethod
@@ -224,14 +234,6 @@ class HalfBase(ChunkCodec, name="half"):
         return 2
 
 
-def _key_delta(target: NDArray[np.uint16], prediction: NDArray[np.uint16]) -> NDArray[np.uint16]:
-    return zigzag(order_key(target) - order_key(prediction))
-
-
-def _apply_key_delta(prediction: NDArray[np.uint16], delta: NDArray[np.uint16]) -> NDArray[np.uint16]:
-    return from_order_key(order_key(prediction) + unzigzag(delta))
-
-
 class HalfDelta(ChunkCodec, name="half-delta"):
     """A 16-bit rung after an integer one: order-key offsets from the rounded integer prediction."""
 
@@ -240,7 +242,7 @@ class HalfDelta(ChunkCodec, name="half-delta"):
         assert isinstance(rung, HalfRung) and isinstance(prev, IntState)
         half = from_f32(to_f32(source, spec.dtype), rung.dtype)
         prediction = from_f32(prev.dequantized(), rung.dtype)
-        sections = pack_small(_key_delta(half, prediction), level)
+        sections = pack_offsets(half, prediction, level)
         return Encoded(cls.name, sections, {"format": rung.format}, HalfState(half, rung.dtype))
 
     @classmethod
@@ -248,20 +250,36 @@ class HalfDelta(ChunkCodec, name="half-delta"):
         _require(isinstance(prev, IntState), "half-delta chunk arrived before its integer base")
         half_dtype = _half_format(params)
         prediction = from_f32(prev.dequantized(), half_dtype)
-        delta = unpack_small(list(sections), np.dtype(np.uint16), spec.numel)
-        return HalfState(_apply_key_delta(prediction, delta), half_dtype)  # type: ignore[arg-type]
+        return HalfState(apply_offsets(list(sections), prediction), half_dtype)  # type: ignore[arg-type]
 
     @classmethod
     def section_count(cls, spec, params):  # type: ignore[no-untyped-def]
         return 2
 
 
+BLOCK = 1 << 16
+
+
+def _prediction_blocks(prev: TensorState, spec: TensorSpec) -> Iterator[tuple[int, int, NDArray[np.uint32]]]:
+    """The prediction in the source dtype, in consecutive blocks of about `BLOCK` elements."""
+    if isinstance(prev, IntState) and prev.codes.size:
+        rows, columns = prev.codes.shape
+        step = max(1, BLOCK // columns)
+        for row in range(0, rows, step):
+            block = IntState(prev.codes[row:row + step], prev.scales[row:row + step])
+            yield row * columns, min(row + step, rows) * columns, block.bits(spec)  # type: ignore[misc]
+        return
+    full = prev.bits(spec)
+    for begin in range(0, spec.numel, BLOCK):
+        yield begin, min(begin + BLOCK, spec.numel), full[begin:begin + BLOCK]  # type: ignore[misc]
+
+
 class ExactDelta(ChunkCodec, name="exact-delta"):
     """The source bits after a lossy rung.
 
-    16-bit sources: order-key offsets from the prediction. float32 sources: the low 16 bits verbatim
-    (two planes, so any structure they have still compresses) and the high 16 bits as offsets from the
-    prediction's high half, which the decoder's rung already pins down to a few values.
+    16-bit sources: offsets from the prediction. float32 sources: the low 16 bits verbatim (two planes,
+    so any structure they have still compresses) and the high 16 bits as offsets from the prediction's
+    high half, which the decoder's rung already pins down to a few values.
     """
 
     @classmethod
@@ -269,31 +287,31 @@ class ExactDelta(ChunkCodec, name="exact-delta"):
         assert prev is not None
         prediction = prev.bits(spec)
         if spec.dtype == "F32":
-            low = (source & 0xFFFF).astype(np.uint16)
-            high, predicted_high = (source >> 16).astype(np.uint16), (prediction >> 16).astype(np.uint16)
-            # Plain wrapping difference: a nonzero integer code fixes the sign, so it equals the key offset.
-            delta = zigzag((high - predicted_high).view(np.int16))
-            sections = [*pack_planes(low, level), *pack_small(delta, level)]
+            source_bytes = source.view(np.uint8).reshape(-1, 4)
+            low_planes = [compress(np.ascontiguousarray(source_bytes[:, i]), level) for i in (0, 1)]
+            high = np.ascontiguousarray(source.view("<u2")[1::2])
+            sections = [*low_planes, *pack_offsets(high, np.ascontiguousarray(prediction.view("<u2")[1::2]), level)]
         else:
-            sections = pack_small(_key_delta(source, prediction), level)
+            sections = pack_offsets(source, prediction, level)
         return Encoded(cls.name, sections, {}, ExactState(source))
 
     @classmethod
     def decode(cls, spec, prev, sections, params):  # type: ignore[no-untyped-def]
         _require(isinstance(prev, (IntState, HalfState)), "exact-delta chunk arrived before a lossy rung")
-        prediction = prev.bits(spec)
-        u16 = np.dtype(np.uint16)
-        if spec.dtype == "F32":
-            low = unpack_planes(list(sections[:2]), u16, spec.numel)
-            delta = unpack_small(list(sections[2:]), u16, spec.numel)
-            high = (prediction >> 16).astype(np.uint16)
-            high += unzigzag(delta).view(np.uint16)
-            data = np.empty(spec.numel, dtype="<u4")
-            halves = data.view("<u2").reshape(-1, 2)  # low half first
-            halves[:, 0] = low
-            halves[:, 1] = high
-        else:
-            data = _apply_key_delta(prediction, unpack_small(list(sections), u16, spec.numel))  # type: ignore[arg-type]
+        if spec.dtype != "F32":
+            return ExactState(apply_offsets(list(sections), prev.bits(spec)))  # type: ignore[arg-type]
+        count = spec.numel
+        low = [np.frombuffer(decompress(section, count), dtype=np.uint8) for section in sections[:2]]
+        codes, where, escaped = read_offsets(list(sections[2:]), count)
+        data = np.empty(count, dtype="<u4")
+        data_bytes, data_halves = data.view(np.uint8).reshape(-1, 4), data.view("<u2").reshape(-1, 2)
+        # Block by block, so that the half-dozen passes below run in cache rather than in memory.
+        for begin, end, predicted in _prediction_blocks(prev, spec):
+            high = add_offsets(codes[begin:end], predicted.view("<u2")[1::2])
+            data_bytes[begin:end, 0] = low[0][begin:end]
+            data_bytes[begin:end, 1] = low[1][begin:end]
+            data_halves[begin:end, 1] = high
+        data_halves[where, 1] = escaped
         return ExactState(data)
 
     @classmethod
