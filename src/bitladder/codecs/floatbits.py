@@ -1,9 +1,7 @@
-"""Bit-level views of floating-point numbers, shared by every codec.
+"""Conversions between float bit patterns (the storage view of F32, F16 and BF16 tensors) and float32.
 
-The residual codecs work on *order keys*: a bijection from a float's bit pattern to a signed integer
-that increases with the float's value. Two nearby floats have nearby keys, so the difference of keys
-is a small integer whatever the exponent, and because the map is a bijection on bit patterns it
-round-trips NaN payloads, infinities, subnormals and -0.0 exactly.
+Codecs work on the unsigned bit view of a float tensor, so every bit pattern (NaN payloads, infinities,
+subnormals, -0.0) survives; float32 values are only used to quantize and to predict.
 """
 
 from __future__ import annotations
@@ -15,43 +13,6 @@ from numpy.typing import NDArray
 
 # Storage dtype (the unsigned view) and float view for each float source dtype.
 FLOAT_BITS: Final = {"F32": np.dtype(np.uint32), "F16": np.dtype(np.uint16), "BF16": np.dtype(np.uint16)}
-
-
-def order_key(bits: NDArray[np.unsignedinteger]) -> NDArray[np.signedinteger]:
-    """Signed integer that sorts like the float whose bit pattern is `bits` (a bijection).
-
-    >>> order_key(np.array([0x3F800000, 0xBF800000], np.uint32)).tolist()
-    [1065353216, -1065353217]
-    """
-    signed = bits.view(np.int32 if bits.dtype.itemsize == 4 else np.int16)
-    shift = bits.dtype.itemsize * 8 - 1
-    magnitude_mask = (1 << shift) - 1
-    return signed ^ ((signed >> shift) & magnitude_mask)
-
-
-def from_order_key(keys: NDArray[np.signedinteger]) -> NDArray[np.unsignedinteger]:
-    """Inverse of `order_key`."""
-    shift = keys.dtype.itemsize * 8 - 1
-    magnitude_mask = (1 << shift) - 1
-    signed = keys ^ ((keys >> shift) & magnitude_mask)
-    return signed.view(np.uint32 if keys.dtype.itemsize == 4 else np.uint16)
-
-
-def zigzag(values: NDArray[np.signedinteger]) -> NDArray[np.unsignedinteger]:
-    """Map small signed integers to small unsigned ones (0, -1, 1, -2 -> 0, 1, 2, 3); wraps."""
-    shift = values.dtype.itemsize * 8 - 1
-    unsigned = np.uint32 if values.dtype.itemsize == 4 else np.uint16
-    return ((values << 1) ^ (values >> shift)).view(unsigned)
-
-
-def unzigzag(values: NDArray[np.unsignedinteger]) -> NDArray[np.signedinteger]:
-    """Inverse of `zigzag`."""
-    signed = np.int32 if values.dtype.itemsize == 4 else np.int16
-    sign = values & 1
-    np.negative(sign, out=sign)  # 0 or all ones, by unsigned wrap-around
-    magnitude = values >> 1
-    magnitude ^= sign
-    return magnitude.view(signed)
 
 
 def bf16_to_f32(bits: NDArray[np.uint16]) -> NDArray[np.float32]:
