@@ -114,6 +114,12 @@ def test_decoder_keeps_rung_k_after_a_bad_chunk_in_rung_k_plus_1(tiny_package):
     with pytest.raises(DecoderStateError):
         decoder.feed(b"more")
     assert np.array_equal(decoder.values("layer.weight"), before)
+    # A client re-fetches the bad chunk from the last verified byte and carries on.
+    resume_at = decoder.rewind()
+    assert resume_at == start + rung1["offset"] and decoder.pending == 0
+    decoder.feed(tiny_package[resume_at:])
+    decoder.close()
+    assert decoder.tensor("layer.weight").tobytes() == tiny_arrays()["layer.weight"].tobytes()
 
 
 def test_chunk_that_verifies_but_does_not_decode(tiny_package):

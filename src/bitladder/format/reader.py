@@ -78,6 +78,21 @@ class StreamDecoder:
         return self._consumed
 
     @property
+    def pending(self) -> int:
+        """Bytes received but not yet verified (the part of the chunk in flight that has arrived)."""
+        return len(self._buffer)
+
+    def rewind(self) -> int:
+        """Drop unverified bytes and clear a chunk failure; returns the offset to resume the stream from.
+
+        A client calls this after a dropped connection or a bad chunk, then feeds bytes again from the
+        returned offset (an HTTP Range request). Tensors keep the rung they reached.
+        """
+        self._buffer.clear()
+        self._failed = None
+        return self._consumed
+
+    @property
     def finished(self) -> bool:
         return self.manifest is not None and self._next_chunk == len(self.manifest.chunks)
 
