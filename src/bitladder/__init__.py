@@ -5,7 +5,6 @@
 >>> decoder = bitladder.StreamDecoder()                                                  # doctest: +SKIP
 """
 
-from __future__ import annotations
 
 from .api import encode, open
 from .codecs.ladder import ExactRung, HalfRung, IntRung, Ladder, Rung

@@ -21,7 +21,7 @@ from .format.reader import Package
 from .format.writer import SCHEDULES
 from .sources import write_safetensors
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 

@@ -88,7 +88,9 @@ def _to_torch_state(state: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
         arr = np.asarray(array)
         if np.issubdtype(arr.dtype, np.floating):
             arr = arr.astype(np.float32, copy=False)
-        out[name] = torch.from_numpy(np.ascontiguousarray(arr))
+        # load_state_dict copies into the module anyway; a writable copy keeps torch from warning
+        # about read-only (memory-mapped or decoded) arrays.
+        out[name] = torch.from_numpy(np.array(arr, copy=not arr.flags.writeable, order="C"))
     return out
 
 
