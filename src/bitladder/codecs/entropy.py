@@ -102,8 +102,10 @@ def pack_offsets(target: NDArray[np.uint16], prediction: NDArray[np.uint16], lev
     >>> apply_offsets(pack_offsets(target, prediction), prediction).tolist()
     [3, 300, 7]
     """
-    offset = (target - prediction).view(np.int16).astype(np.int32) + OFFSET
-    codes = np.where((offset >= 0) & (offset < ESCAPE), offset, ESCAPE).astype(np.uint8)
+    offset = target - prediction  # all in wrapping uint16 arithmetic
+    offset += np.uint16(OFFSET)
+    np.minimum(offset, np.uint16(ESCAPE), out=offset)
+    codes = offset.astype(np.uint8)
     escaped = np.ascontiguousarray(target[codes == ESCAPE], dtype="<u2")
     return [compress(codes, level), compress(escaped, level)]
 

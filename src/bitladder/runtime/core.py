@@ -1,0 +1,326 @@
+"""The engine behind every adapter: load the first rung, then refine in a background thread.
+
+An adapter (torch module, ONNX session) turns a decoded tensor into its own form (`prepare`, outside any
+lock), may build something from a batch of them (`stage`, outside any lock, e.g. an ONNX session), and
+swaps them in (`commit`, under the write lock, pointer moves only). Forward passes hold the read lock, so a
+swap never happens inside one and a forward pass never sees a half-written tensor.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, Protocol, TypeVar
+
+from ..codecs.states import TensorSpec
+from ..errors import BitladderError, FormatError
+from ..format.reader import StreamDecoder, TensorUpdate
+from ..format.spec import Manifest
+from .errors import ModelMismatchError, PackageMismatchError, RuntimeUpdateError
+from .feed import DEFAULT_PIECE, Source, open_source
+
+log = logging.getLogger(__name__)
+
+ApplyMode = Literal["incremental", "atomic"]
+APPLY_MODES = ("incremental", "atomic")
+P = TypeVar("P")
+
+
+class Adapter(Protocol[P]):
+    """What the runtime needs from a model: its tensor names, and how to build and swap tensors.
+
+    `stage` gets the batch and every tensor's rung once the batch is in. An adapter may also define
+    `bind(manifest)`, called when the first manifest arrives (before `names`).
+    """
+
+    def names(self) -> Collection[str]: ...
+
+    def check(self, spec: TensorSpec) -> None: ...
+
+    def prepare(self, spec: TensorSpec, decoder: StreamDecoder) -> P: ...
+
+    def nbytes(self, prepared: P) -> int: ...
+
+    def stage(self, batch: dict[str, P], rungs: dict[str, int]) -> Any: ...
+
+    def commit(self, staged: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class Update:
+    """A swap: `tensor` reached `rung` (`tensor` is None when the whole model reached `rung`).
+
+    `at` is `time.monotonic()` when the swap ended; `seconds` is how long it held the write lock.
+    """
+
+    tensor: str | None
+    rung: int
+    at: float
+    seconds: float
+
+
+class RWLock:
+    """Many readers or one writer; a waiting writer holds back new readers, so swaps are not starved."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writing and not self._writers_waiting)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            self._cond.wait_for(lambda: not self._writing and not self._readers)
+            self._writers_waiting -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+
+
+class ProgressiveRuntime(Generic[P]):
+    """Serve a model while its package streams in. Adapters wrap this; see `runtime.torch.ProgressiveModel`."""
+
+    def __init__(self, adapter: Adapter[P], source: Source, *, apply: ApplyMode = "incremental",
+                 on_update: Callable[[Update], None] | None = None, piece_size: int = DEFAULT_PIECE,
+                 model_id: str | None = None, model_version: str | None = None) -> None:
+        if apply not in APPLY_MODES:
+            raise ValueError(f"apply must be one of {APPLY_MODES}, got {apply!r}")
+        self._adapter = adapter
+        self._apply = apply
+        self._on_update = on_update
+        self._piece_size = piece_size
+        self._expect = (model_id, model_version)
+        self._lock = RWLock()
+        self._cond = threading.Condition()
+        self._applied: dict[str, int] = {}
+        self._cache: dict[str, tuple[P, int]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._running = False
+        self.manifest: Manifest | None = None
+        self.error: BitladderError | None = None
+        self.swaps: list[tuple[str | None, float]] = []
+        self.cache_peak_bytes = 0
+        self._start(source, first=True)
+
+    # -- public state ---------------------------------------------------------------------------
+
+    @property
+    def rung(self) -> int:
+        """The lowest rung applied over all the model's tensors."""
+        return min(self._applied.values())
+
+    def rungs(self) -> dict[str, int]:
+        """The rung applied to each of the model's tensors."""
+        return dict(self._applied)
+
+    @property
+    def running(self) -> bool:
+        """Whether the background thread is still consuming the stream."""
+        return self._running
+
+    def rung_index(self, rung: int | str) -> int:
+        assert self.manifest is not None
+        return self.manifest.ladder.index(rung) if isinstance(rung, str) else rung
+
+    def wait(self, rung: int | str | None = None, timeout: float | None = None) -> bool:
+        """Block until every tensor is at `rung` (default: the last); False on timeout.
+
+        Raises the stream's error (or `RuntimeUpdateError` if it ended early) when `rung` cannot come.
+        """
+        assert self.manifest is not None
+        target = len(self.manifest.ladder.rungs) - 1 if rung is None else self.rung_index(rung)
+        with self._cond:
+            self._cond.wait_for(lambda: self.rung >= target or not self._running, timeout)
+            if self.rung >= target:
+                return True
+            if self._running:
+                return False
+        if self.error is not None:
+            raise self.error
+        raise RuntimeUpdateError(f"stream ended at rung {self.rung}; rung {target} will not arrive")
+
+    @contextmanager
+    def reading(self) -> Iterator[int]:
+        """Hold the read lock (no swap can start) and yield the rung the model is at."""
+        with self._lock.read():
+            yield self.rung
+
+    def resume(self, source: Source) -> None:
+        """Continue refining from another stream of the same package (after an error or a cut)."""
+        if self._running:
+            raise RuntimeUpdateError("the previous stream is still being consumed")
+        self.error = None
+        self._start(source, first=False)
+
+    def close(self, timeout: float | None = 1.0) -> None:
+        """Stop consuming the stream after the piece in hand (the model keeps serving its current rung)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # -- opening a stream -----------------------------------------------------------------------
+
+    def _start(self, source: Source, first: bool) -> None:
+        decoder, pieces = open_source(source, self._piece_size)
+        self._stop.clear()
+        updates = self._read_first_rung(decoder, pieces)
+        if first:
+            self._load_first_rung(decoder)
+        else:
+            self._apply_updates(decoder, updates)
+        self._running = True
+        self._thread = threading.Thread(target=self._consume, args=(decoder, pieces), daemon=True,
+                                        name="bitladder-refine")
+        self._thread.start()
+
+    def _read_first_rung(self, decoder: StreamDecoder, pieces: Iterator[bytes]) -> list[TensorUpdate]:
+        updates: list[TensorUpdate] = []
+        while True:
+            if decoder.manifest is not None and self.manifest is not decoder.manifest:
+                self._accept_manifest(decoder.manifest)
+            if decoder.manifest is not None and self._has_first_rung(decoder):
+                return updates
+            piece = next(pieces, None)
+            if piece is None:
+                decoder.close()  # raises TruncatedError when the package is incomplete
+                raise RuntimeUpdateError("the decoder holds a complete package without the model's tensors")
+            updates += decoder.feed(piece)
+
+    def _has_first_rung(self, decoder: StreamDecoder) -> bool:
+        reached = decoder.rungs()
+        return all(reached[name] >= 0 for name in self._adapter.names())
+
+    def _accept_manifest(self, manifest: Manifest) -> None:
+        if self.manifest is not None:
+            _same_package(self.manifest, manifest)
+        else:
+            want_id, want_version = self._expect
+            if (want_id is not None and manifest.model_id != want_id) or \
+                    (want_version is not None and manifest.model_version != want_version):
+                raise PackageMismatchError(f"package is {manifest.model_id!r} version {manifest.model_version!r}, "
+                                           f"expected {want_id!r} version {want_version!r}")
+            bind = getattr(self._adapter, "bind", None)
+            if bind is not None:
+                bind(manifest)
+            self._check_tensors(manifest)
+        self.manifest = manifest
+
+    def _check_tensors(self, manifest: Manifest) -> None:
+        specs = {spec.name: spec for spec in manifest.tensors}
+        missing = [name for name in self._adapter.names() if name not in specs]
+        if missing:
+            raise ModelMismatchError(f"package {manifest.model_id!r} lacks {len(missing)} tensors the model needs, "
+                                     f"e.g. {missing[:3]}")
+        needed = set(self._adapter.names())
+        extra = [name for name in specs if name not in needed]
+        if extra:
+            log.warning("ignoring %d package tensors the model does not have: %s", len(extra), extra[:5])
+        for name in needed:
+            self._adapter.check(specs[name])
+
+    def _load_first_rung(self, decoder: StreamDecoder) -> None:
+        assert self.manifest is not None
+        reached = decoder.rungs()
+        specs = {spec.name: spec for spec in self.manifest.tensors}
+        batch = {name: self._adapter.prepare(specs[name], decoder) for name in self._adapter.names()}
+        rungs = {name: reached[name] for name in batch}
+        self._swap(self._adapter.stage(batch, rungs), rungs, per_tensor=False)
+
+    # -- the background thread ------------------------------------------------------------------
+
+    def _consume(self, decoder: StreamDecoder, pieces: Iterator[bytes]) -> None:
+        try:
+            for piece in pieces:
+                if self._stop.is_set():
+                    return
+                self._apply_updates(decoder, decoder.feed(piece))
+            if not self._stop.is_set():
+                decoder.close()
+        except FormatError as exc:
+            self.error = exc
+            log.error("refinement stopped at rung %d, model keeps serving it: %s", self.rung, exc)
+        except BitladderError as exc:  # e.g. a tensor the module cannot take
+            self.error = exc
+            log.error("refinement stopped: %s", exc)
+        finally:
+            with self._cond:
+                self._running = False
+                self._cache.clear()
+                self._cond.notify_all()
+
+    def _apply_updates(self, decoder: StreamDecoder, updates: list[TensorUpdate]) -> None:
+        latest: dict[str, int] = {}
+        for update in updates:
+            if update.name in self._applied and update.reaches > self._applied[update.name]:
+                latest[update.name] = update.reaches
+        if not latest:
+            return
+        assert self.manifest is not None
+        specs = {spec.name: spec for spec in self.manifest.tensors}
+        if self._apply == "incremental":
+            for name, reaches in latest.items():
+                prepared = self._adapter.prepare(specs[name], decoder)
+                staged = self._adapter.stage({name: prepared}, {**self._applied, name: reaches})
+                self._swap(staged, {name: reaches}, per_tensor=True)
+            return
+        for name, reaches in latest.items():
+            self._cache[name] = (self._adapter.prepare(specs[name], decoder), reaches)
+        cached = sum(self._adapter.nbytes(p) for p, _ in self._cache.values())
+        self.cache_peak_bytes = max(self.cache_peak_bytes, cached)
+        complete = min(max(rung, self._cache[name][1] if name in self._cache else -1)
+                       for name, rung in self._applied.items())
+        if complete > self.rung:
+            batch = {name: prepared for name, (prepared, _) in self._cache.items()}
+            reached = {name: rung for name, (_, rung) in self._cache.items()}
+            self._cache.clear()
+            self._swap(self._adapter.stage(batch, {**self._applied, **reached}), reached, per_tensor=False)
+
+    def _swap(self, staged: Any, reached: dict[str, int], per_tensor: bool) -> None:
+        before = self.rung if self._applied else -1
+        with self._lock.write():
+            start = time.perf_counter()  # time held, not time waiting for a forward pass to end
+            self._adapter.commit(staged)
+            self._applied.update(reached)
+            seconds = time.perf_counter() - start
+        at = time.monotonic()
+        events = [Update(name, rung, at, seconds) for name, rung in reached.items()] if per_tensor else []
+        self.swaps.append((next(iter(reached)) if per_tensor else None, seconds))
+        if self.rung > before:
+            events.append(Update(None, self.rung, at, seconds))
+        with self._cond:
+            self._cond.notify_all()
+        if self._on_update is not None:
+            for event in events:
+                self._on_update(event)
+
+
+def _same_package(old: Manifest, new: Manifest) -> None:
+    if (old.model_id, old.model_version) != (new.model_id, new.model_version):
+        raise PackageMismatchError(f"updates from {new.model_id!r} version {new.model_version!r} refused: the "
+                                   f"model runs {old.model_id!r} version {old.model_version!r}")
+    if old.tensors != new.tensors or old.ladder != new.ladder:
+        raise PackageMismatchError(f"package {new.model_id!r} version {new.model_version!r} has other tensors "
+                                   "or another ladder than the one the model runs")

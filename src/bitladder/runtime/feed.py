@@ -1,0 +1,111 @@
+"""Where package bytes come from: a file, an HTTP stream, a decoder, or any iterable of byte pieces.
+
+`PieceQueue` is an iterator the caller controls (tests and benchmarks step the stream with it, no sleeps).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Union
+
+from ..format.reader import StreamDecoder
+from .errors import SourceUnavailableError
+
+DEFAULT_PIECE = 64 * 1024
+Source = Union[str, os.PathLike, StreamDecoder, Iterable[bytes]]
+
+
+def file_pieces(path: str | os.PathLike[str], piece_size: int = DEFAULT_PIECE) -> Iterator[bytes]:
+    """The bytes of a file in pieces of `piece_size`.
+
+    >>> next(file_pieces("model.blad", 4))       # doctest: +SKIP
+    b'BLAD'
+    """
+    if piece_size <= 0:
+        raise ValueError(f"piece_size must be positive, got {piece_size}")
+    with open(path, "rb") as handle:
+        while piece := handle.read(piece_size):
+            yield piece
+
+
+def open_source(source: Source, piece_size: int = DEFAULT_PIECE) -> tuple[StreamDecoder, Iterator[bytes]]:
+    """A fresh decoder (or the given one) and the pieces still to feed it.
+
+    A `StreamDecoder` passed in is used as it stands (its tensors are applied, nothing more is fed);
+    a URL goes through `bitladder.delivery.client.open_url`, which may return pieces or a decoder.
+    """
+    if isinstance(source, StreamDecoder):
+        return source, iter(())
+    if isinstance(source, str) and source.startswith(("http://", "https://")):
+        return _open_url(source)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise SourceUnavailableError(f"{path}: no such package file")
+        return StreamDecoder(), file_pieces(path, piece_size)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        raise TypeError("pass package bytes as an iterable of pieces, e.g. [data]")
+    if isinstance(source, Iterable):
+        return StreamDecoder(), iter(source)
+    raise TypeError(f"source must be a path, URL, StreamDecoder or iterable of bytes, not {type(source).__name__}")
+
+
+def _open_url(url: str) -> tuple[StreamDecoder, Iterator[bytes]]:
+    try:
+        from ..delivery.client import open_url  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as exc:
+        raise SourceUnavailableError(f"{url}: HTTP sources need bitladder.delivery.client.open_url ({exc})") from exc
+    opened = open_url(url)
+    if isinstance(opened, StreamDecoder):
+        return opened, iter(())
+    return StreamDecoder(), iter(opened)
+
+
+class PieceQueue:
+    """An iterator of byte pieces released by the caller: `put` pieces, then `close` to end the stream.
+
+    >>> feed = PieceQueue()
+    >>> feed.put(b"BLAD"); feed.close()
+    >>> list(feed)
+    [b'BLAD']
+    """
+
+    _END = object()
+
+    def __init__(self, pieces: Iterable[bytes] = ()) -> None:
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._pending = iter(pieces)
+        self._lock = threading.Lock()
+
+    def put(self, piece: bytes) -> None:
+        self._queue.put(piece)
+
+    def release(self, count: int | None = None) -> int:
+        """Move up to `count` (default: all) pieces from the backlog given at construction; returns how many."""
+        moved = 0
+        with self._lock:
+            while count is None or moved < count:
+                piece = next(self._pending, None)
+                if piece is None:
+                    break
+                self._queue.put(piece)
+                moved += 1
+        return moved
+
+    def close(self) -> None:
+        self._queue.put(self._END)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        item = self._queue.get()
+        if item is self._END:
+            self._queue.put(self._END)  # stay exhausted
+            raise StopIteration
+        assert isinstance(item, (bytes, bytearray, memoryview))
+        return bytes(item)

@@ -1,0 +1,115 @@
+"""PyTorch: serve an `nn.Module` whose parameters and buffers arrive as a progressive package.
+
+>>> model = ProgressiveModel(MyNet(), "model.blad")      # doctest: +SKIP
+>>> logits = model(images)                               # runs at once, on the first rung
+>>> model.wait("exact")                                  # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..codecs.states import TensorSpec, is_float
+from ..format.reader import StreamDecoder
+from .core import ApplyMode, ProgressiveRuntime, Update
+from .errors import ModelMismatchError
+from .feed import DEFAULT_PIECE, Source
+
+
+class TorchAdapter:
+    """Parameters and persistent buffers of a module, addressed by their `state_dict` names."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self._targets: dict[str, torch.Tensor] = dict(module.state_dict(keep_vars=True))
+
+    def names(self) -> Collection[str]:
+        return self._targets.keys()
+
+    def check(self, spec: TensorSpec) -> None:
+        target = self._targets[spec.name]
+        if tuple(target.shape) != spec.shape:
+            raise ModelMismatchError(f"tensor {spec.name!r}: package shape {spec.shape}, module shape "
+                                     f"{tuple(target.shape)}")
+
+    def prepare(self, spec: TensorSpec, decoder: StreamDecoder) -> torch.Tensor:
+        """The decoder's tensor in the module tensor's dtype and device (no copy when nothing changes)."""
+        target = self._targets[spec.name]
+        array = decoder.values(spec.name) if is_float(spec.dtype) else decoder.tensor(spec.name)
+        if not array.flags.writeable:  # torch cannot share read-only memory
+            array = array.copy()
+        if array.dtype == np.uint64 or array.dtype == np.uint32:
+            array = array.astype(np.int64)
+        return torch.from_numpy(np.ascontiguousarray(array)).to(device=target.device, dtype=target.dtype)
+
+    def nbytes(self, prepared: torch.Tensor) -> int:
+        return prepared.numel() * prepared.element_size()
+
+    def stage(self, batch: dict[str, torch.Tensor], rungs: dict[str, int]) -> dict[str, torch.Tensor]:
+        return batch
+
+    def commit(self, staged: dict[str, torch.Tensor]) -> None:
+        for name, tensor in staged.items():
+            self._targets[name].data = tensor
+
+
+class ProgressiveModel:
+    """An `nn.Module` that serves from the first rung and refines itself in the background.
+
+    `apply="incremental"` swaps each tensor as soon as its refinement verifies (mixed precision meanwhile);
+    `apply="atomic"` caches a rung's tensors and swaps them all at once when the rung is complete. Call it
+    like the module; swaps never happen during a call.
+
+    >>> model = ProgressiveModel(net, "net.blad", apply="atomic")   # doctest: +SKIP
+    >>> model.rung, model(x).shape                                  # doctest: +SKIP
+    (0, torch.Size([1, 1000]))
+    """
+
+    def __init__(self, module: torch.nn.Module, source: Source, apply: ApplyMode = "incremental",
+                 buffer: bool = False, *, on_update: Callable[[Update], None] | None = None,
+                 piece_size: int = DEFAULT_PIECE, model_id: str | None = None,
+                 model_version: str | None = None) -> None:
+        self.module = module
+        self.buffer = buffer
+        self.runtime = ProgressiveRuntime(TorchAdapter(module), source, apply=apply, on_update=on_update,
+                                          piece_size=piece_size, model_id=model_id, model_version=model_version)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self.runtime.reading():
+            return self.module(*args, **kwargs)
+
+    def call_with_rung(self, *args: Any, **kwargs: Any) -> tuple[Any, int]:
+        """The output and the rung that produced it (read under the same lock)."""
+        with self.runtime.reading() as rung:
+            return self.module(*args, **kwargs), rung
+
+    def stream(self, **kwargs: Any) -> Any:
+        """A `StreamRunner` for continuous input; `buffer` comes from this model unless given."""
+        from .stream import StreamRunner
+
+        kwargs.setdefault("buffer", self.buffer)
+        return StreamRunner(self.call_with_rung, **kwargs)
+
+    @property
+    def rung(self) -> int:
+        return self.runtime.rung
+
+    def rungs(self) -> dict[str, int]:
+        return self.runtime.rungs()
+
+    def wait(self, rung: int | str | None = None, timeout: float | None = None) -> bool:
+        return self.runtime.wait(rung, timeout)
+
+    @property
+    def error(self) -> Exception | None:
+        return self.runtime.error
+
+    def resume(self, source: Source) -> None:
+        self.runtime.resume(source)
+
+    def close(self) -> None:
+        self.runtime.close()
