@@ -116,7 +116,7 @@ def ladder_rows(ladder: str, source: SourceModel, reference: Mapping[str, np.nda
     final = package.decode()
     decode_s = time.perf_counter() - start
     rows, cumulative = [], 0
-    for index, (rung, size) in enumerate(zip(manifest.ladder.rungs, manifest.rung_bytes())):
+    for index, (rung, size) in enumerate(zip(manifest.ladder.rungs, manifest.rung_bytes(), strict=False)):
         cumulative += size
         last = index == len(manifest.ladder.rungs) - 1
         tensors = final if last else package.decode(index)
@@ -172,7 +172,7 @@ def mixture_loss_bits(source: SourceModel) -> tuple[float, float]:
 def size_at_sqnr(curve: list[Row], sqnr: float) -> float | None:
     """NNCodec bytes at a given SQNR, interpolated log-linearly between the measured qp points."""
     points = sorted((r.sqnr, r.size) for r in curve)
-    for (s0, b0), (s1, b1) in zip(points, points[1:]):
+    for (s0, b0), (s1, b1) in zip(points, points[1:], strict=False):
         if s0 <= sqnr <= s1:
             t = (sqnr - s0) / (s1 - s0)
             return float(math.exp(math.log(b0) + t * (math.log(b1) - math.log(b0))))

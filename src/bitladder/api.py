@@ -12,6 +12,7 @@ from numpy.typing import NDArray
 from .codecs.entropy import DEFAULT_LEVEL
 from .codecs.ladder import DEFAULT_LADDER, DEFAULT_MIN_SIZE, Ladder
 from .codecs.plan import encode_tensor
+from .delivery.client import Download
 from .format.reader import Package
 from .format.spec import Manifest
 from .format.writer import PackageWriter
@@ -68,10 +69,15 @@ def encode(
         raise
 
 
-def open(source: str | os.PathLike[str] | bytes | bytearray | memoryview) -> Package:  # noqa: A001
-    """Open a package from a path or from bytes.
+def open(source: str | os.PathLike[str] | bytes | bytearray | memoryview) -> Package | Download:  # noqa: A001
+    """Open a package from a path or bytes (random access), or from an http(s) URL (a resuming stream).
 
-    >>> package = bitladder.open("model.blad")          # doctest: +SKIP
-    >>> tensors = package.decode(rung=0)                 # doctest: +SKIP
+    >>> package = bitladder.open("model.blad")                       # doctest: +SKIP
+    >>> tensors = package.decode(rung=0)                              # doctest: +SKIP
+    >>> download = bitladder.open("http://127.0.0.1:8000/models/minilm.blad")   # doctest: +SKIP
+    >>> for update in download:                                       # doctest: +SKIP
+    ...     print(update.name, download.decoder.rung)
     """
+    if isinstance(source, str) and source.startswith(("http://", "https://")):
+        return Download(source)
     return Package.open(source)

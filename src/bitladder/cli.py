@@ -1,4 +1,4 @@
-"""The `bitladder` command: encode, inspect, decode. The only module that prints or exits."""
+"""The `bitladder` command: encode, inspect, decode, serve, push, fetch. The only module that prints or exits."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from rich.table import Table
 from . import api
 from .codecs.entropy import DEFAULT_LEVEL
 from .codecs.ladder import DEFAULT_LADDER, DEFAULT_MIN_SIZE
+from .delivery.commands import register as register_delivery
 from .errors import BitladderError
 from .format.reader import Package
 from .format.writer import SCHEDULES
@@ -56,7 +57,7 @@ def rung_table(package: Package) -> Table:
     for column in ("rung", "bytes", "% of source", "cumulative %", "tensors"):
         table.add_column(column, justify="left" if column == "rung" else "right")
     cumulative = 0
-    for index, (rung, size) in enumerate(zip(manifest.ladder.rungs, manifest.rung_bytes())):
+    for index, (rung, size) in enumerate(zip(manifest.ladder.rungs, manifest.rung_bytes(), strict=False)):
         cumulative += size
         table.add_row(rung.name, f"{size:,}", f"{100 * size / max(source_bytes, 1):.2f}",
                       f"{100 * cumulative / max(source_bytes, 1):.2f}", str(tensors_per_rung.get(index, 0)))
@@ -116,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("-o", "--output", required=True, help="safetensors file to write")
     decode.add_argument("--rung", help="rung name (default: the last)")
     decode.set_defaults(run=cmd_decode)
+
+    register_delivery(commands)
     return parser
 
 

@@ -16,13 +16,20 @@ Each message says what was wrong and where (file offset, chunk index, tensor nam
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class BitladderError(Exception):
     """Base class of every error raised by bitladder on bad input."""
 
 
 class FormatError(BitladderError):
-    """The bytes are not a valid bitladder package."""
+    """The bytes are not a valid bitladder package.
+
+    Raised by `StreamDecoder.feed`, it carries in `updates` the chunks of that call that verified first.
+    """
+
+    updates: list[Any] = []
 
 
 class BadMagicError(FormatError):

@@ -5,6 +5,7 @@ from hypothesis.extra import numpy as hnp
 
 from bitladder.codecs.floatbits import bf16_to_f32, f32_to_bf16, from_f32, to_f32
 
+
 def test_bf16_rounds_to_nearest_even_and_keeps_specials():
     values = np.array([1.0, 1.0 + 2**-8, 1.0 + 3 * 2**-8, -0.0, np.inf, -np.inf, np.nan, 3.4e38], np.float32)
     rounded = bf16_to_f32(f32_to_bf16(values))

@@ -28,7 +28,7 @@ def test_any_split_gives_the_same_updates(cuts):
     bounds = sorted({0, len(package), *[c % (len(package) + 1) for c in cuts]})
     decoder = StreamDecoder()
     updates = []
-    for start, end in zip(bounds, bounds[1:]):
+    for start, end in zip(bounds, bounds[1:], strict=False):
         updates += decoder.feed(package[start:end])
     decoder.close()
     assert [u.chunk for u in updates] == list(range(len(decoder.manifest.chunks)))

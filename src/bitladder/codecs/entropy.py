@@ -37,6 +37,8 @@ def _decompressor() -> zstandard.ZstdDecompressor:
 
 def compress(data: bytes | memoryview | NDArray[np.generic], level: int = DEFAULT_LEVEL) -> bytes:
     """One zstd frame holding `data` (with its size in the frame header)."""
+    if isinstance(data, np.ndarray):
+        data = np.ascontiguousarray(data).data.cast("B")
     return _compressor(level).compress(data)
 
 

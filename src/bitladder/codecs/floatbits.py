@@ -6,7 +6,7 @@ subnormals, -0.0) survives; float32 values are only used to quantize and to pred
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -32,7 +32,7 @@ def f32_to_bf16(values: NDArray[np.float32]) -> NDArray[np.uint16]:
     return rounded
 
 
-def to_f32(bits: NDArray[np.unsignedinteger], dtype: str) -> NDArray[np.float32]:
+def to_f32(bits: NDArray[Any], dtype: str) -> NDArray[np.float32]:
     """Values of a float tensor given as its unsigned bit view, widened to float32 (exact)."""
     if dtype == "F32":
         return bits.view(np.float32)

@@ -144,7 +144,7 @@ class Ladder:
     def __post_init__(self) -> None:
         if not self.rungs:
             raise ValueError("a ladder needs at least one rung")
-        for before, after in zip(self.rungs, self.rungs[1:]):
+        for before, after in zip(self.rungs, self.rungs[1:], strict=False):
             if after.precision <= before.precision:
                 raise ValueError(f"rung {after.name} must be more precise than {before.name}, which precedes it")
         if not isinstance(self.min_size, int) or self.min_size < 0:

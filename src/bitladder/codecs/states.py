@@ -8,6 +8,7 @@ decoder will hold.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -15,7 +16,7 @@ from numpy.typing import NDArray
 from .floatbits import FLOAT_BITS, from_f32, to_f32
 
 # numpy storage dtypes of the source dtypes bitladder accepts (names as in safetensors).
-STORAGE = {
+STORAGE: dict[str, np.dtype[Any]] = {
     "F64": np.dtype("<f8"),
     "F32": np.dtype("<u4"),
     "F16": np.dtype("<u2"),

@@ -7,8 +7,8 @@ Each codec registers under the name the manifest records (`class IntBase(ChunkCo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -16,13 +16,22 @@ from numpy.typing import NDArray
 
 from ..errors import ChunkIntegrityError
 from .entropy import (
-    DEFAULT_LEVEL, add_offsets, apply_offsets, compress, decompress, pack_offsets, pack_planes, read_offsets, unpack_planes,
+    add_offsets,
+    apply_offsets,
+    compress,
+    decompress,
+    pack_offsets,
+    pack_planes,
+    read_offsets,
+    unpack_planes,
 )
 from .floatbits import from_f32, to_f32
 from .ladder import HalfRung, IntRung, Rung
 from .states import ExactState, HalfState, IntState, TensorSpec, TensorState
 
 Sections = list[bytes]
+Params = dict[str, Any]
+Array = NDArray[Any]
 
 
 @dataclass(frozen=True)
@@ -54,19 +63,17 @@ class ChunkCodec:
             raise ChunkIntegrityError(f"unknown chunk codec {name!r}") from None
 
     @classmethod
-    def encode(
-        cls, spec: TensorSpec, source: NDArray[np.generic], prev: TensorState | None, rung: Rung, level: int
-    ) -> Encoded:
+    def encode(cls, spec: TensorSpec, source: Array, prev: TensorState | None, rung: Rung, level: int) -> Encoded:
+        """Code `source` (flat, storage dtype) up to `rung` from `prev`, the state the decoder holds."""
         raise NotImplementedError
 
     @classmethod
-    def decode(
-        cls, spec: TensorSpec, prev: TensorState | None, sections: list[memoryview], params: dict[str, Any]
-    ) -> TensorState:
+    def decode(cls, spec: TensorSpec, prev: TensorState | None, sections: list[memoryview], params: Params) -> TensorState:
+        """The state after this chunk; raises ChunkIntegrityError on anything inconsistent."""
         raise NotImplementedError
 
     @classmethod
-    def section_count(cls, spec: TensorSpec, params: dict[str, Any]) -> int:
+    def section_count(cls, spec: TensorSpec, params: Params) -> int:
         """How many sections a valid chunk of this codec has (checked before decoding)."""
         raise NotImplementedError
 
@@ -74,6 +81,11 @@ class ChunkCodec:
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ChunkIntegrityError(message)
+
+
+def _misplanned(codec: str) -> TypeError:
+    """Encoders are called by the planner only; a mismatch is a bug in the caller, not bad data."""
+    return TypeError(f"codec {codec!r} called with a rung or state it does not code from")
 
 
 def _int_param(params: dict[str, Any], key: str, low: int, high: int) -> int:
@@ -134,15 +146,15 @@ class ExactPlanes(ChunkCodec, name="planes"):
     """The source bytes, split into byte planes: small tensors, non-float tensors, exact-only ladders."""
 
     @classmethod
-    def encode(cls, spec, source, prev, rung, level):  # type: ignore[no-untyped-def]
+    def encode(cls, spec: TensorSpec, source: Array, prev: TensorState | None, rung: Rung, level: int) -> Encoded:
         return Encoded(cls.name, pack_planes(source, level), {}, ExactState(source))
 
     @classmethod
-    def decode(cls, spec, prev, sections, params):  # type: ignore[no-untyped-def]
+    def decode(cls, spec: TensorSpec, prev: TensorState | None, sections: list[memoryview], params: Params) -> TensorState:
         return ExactState(unpack_planes(list(sections), spec.storage, spec.numel))
 
     @classmethod
-    def section_count(cls, spec, params):  # type: ignore[no-untyped-def]
+    def section_count(cls, spec: TensorSpec, params: Params) -> int:
         return spec.storage.itemsize
 
 
@@ -150,15 +162,16 @@ class IntBase(ChunkCodec, name="int"):
     """First integer rung: scales, then the codes as one zstd-coded int8 plane."""
 
     @classmethod
-    def encode(cls, spec, source, prev, rung, level):  # type: ignore[no-untyped-def]
-        assert isinstance(rung, IntRung)
+    def encode(cls, spec: TensorSpec, source: Array, prev: TensorState | None, rung: Rung, level: int) -> Encoded:
+        if not isinstance(rung, IntRung):
+            raise _misplanned(cls.name)
         rows = _rows(spec, rung.group_size)
         state = quantize(to_f32(source, spec.dtype), rows, rung.max_code)
         sections = [_scales_section(state.scales), compress(state.codes, level)]
         return Encoded(cls.name, sections, {"bits": rung.bits, "rows": rows}, state)
 
     @classmethod
-    def decode(cls, spec, prev, sections, params):  # type: ignore[no-untyped-def]
+    def decode(cls, spec: TensorSpec, prev: TensorState | None, sections: list[memoryview], params: Params) -> TensorState:
         bits = _int_param(params, "bits", 2, 8)
         rows = _check_rows(spec, params)
         scales = _read_scales(sections[0], rows)
@@ -167,7 +180,7 @@ class IntBase(ChunkCodec, name="int"):
         return IntState(codes=codes.reshape(rows, -1) if rows else codes.reshape(0, 0), scales=scales)
 
     @classmethod
-    def section_count(cls, spec, params):  # type: ignore[no-untyped-def]
+    def section_count(cls, spec: TensorSpec, params: Params) -> int:
         return 2
 
 
@@ -175,15 +188,17 @@ def _refine_prediction(prev: IntState, scales: NDArray[np.float32]) -> NDArray[n
     """Where the finer codes are expected to lie, given the coarser codes and both scales."""
     ratio = (prev.scales / scales).astype(np.float32)
     guess = np.rint(prev.codes * ratio[:, None], dtype=np.float32)
-    return np.clip(guess, -32767, 32767).astype(np.int16)
+    clipped: NDArray[np.int16] = np.clip(guess, -32767, 32767).astype(np.int16)
+    return clipped
 
 
 class IntRefine(ChunkCodec, name="int-refine"):
     """A finer integer rung: new scales, and the new codes as a small offset from the coarser ones."""
 
     @classmethod
-    def encode(cls, spec, source, prev, rung, level):  # type: ignore[no-untyped-def]
-        assert isinstance(rung, IntRung) and isinstance(prev, IntState)
+    def encode(cls, spec: TensorSpec, source: Array, prev: TensorState | None, rung: Rung, level: int) -> Encoded:
+        if not (isinstance(rung, IntRung) and isinstance(prev, IntState)):
+            raise _misplanned(cls.name)
         rows = prev.scales.shape[0]
         state = quantize(to_f32(source, spec.dtype), rows, rung.max_code)
         codes = state.codes.astype(np.int16).reshape(-1).view(np.uint16)
@@ -192,8 +207,9 @@ class IntRefine(ChunkCodec, name="int-refine"):
         return Encoded(cls.name, sections, {"bits": rung.bits, "rows": rows}, state)
 
     @classmethod
-    def decode(cls, spec, prev, sections, params):  # type: ignore[no-untyped-def]
-        _require(isinstance(prev, IntState), "int-refine chunk arrived before its integer base")
+    def decode(cls, spec: TensorSpec, prev: TensorState | None, sections: list[memoryview], params: Params) -> TensorState:
+        if not isinstance(prev, IntState):
+            raise ChunkIntegrityError("int-refine chunk arrived before its integer base")
         bits = _int_param(params, "bits", 2, 8)
         rows = _check_rows(spec, params)
         _require(rows == prev.scales.shape[0], f"int-refine has {rows} scale rows, its base {prev.scales.shape[0]}")
@@ -204,7 +220,7 @@ class IntRefine(ChunkCodec, name="int-refine"):
         return IntState(codes=codes.astype(np.int8), scales=scales)
 
     @classmethod
-    def section_count(cls, spec, params):  # type: ignore[no-untyped-def]
+    def section_count(cls, spec: TensorSpec, params: Params) -> int:
         return 3
 
 
@@ -218,42 +234,45 @@ class HalfBase(ChunkCodec, name="half"):
     """A first 16-bit rung: the rounded values' bytes as two planes."""
 
     @classmethod
-    def encode(cls, spec, source, prev, rung, level):  # type: ignore[no-untyped-def]
-        assert isinstance(rung, HalfRung)
+    def encode(cls, spec: TensorSpec, source: Array, prev: TensorState | None, rung: Rung, level: int) -> Encoded:
+        if not isinstance(rung, HalfRung):
+            raise _misplanned(cls.name)
         half = from_f32(to_f32(source, spec.dtype), rung.dtype)
         return Encoded(cls.name, pack_planes(half, level), {"format": rung.format}, HalfState(half, rung.dtype))
 
     @classmethod
-    def decode(cls, spec, prev, sections, params):  # type: ignore[no-untyped-def]
+    def decode(cls, spec: TensorSpec, prev: TensorState | None, sections: list[memoryview], params: Params) -> TensorState:
         half_dtype = _half_format(params)
         half = unpack_planes(list(sections), np.dtype(np.uint16), spec.numel)
         return HalfState(half, half_dtype)  # type: ignore[arg-type]
 
     @classmethod
-    def section_count(cls, spec, params):  # type: ignore[no-untyped-def]
+    def section_count(cls, spec: TensorSpec, params: Params) -> int:
         return 2
 
 
 class HalfDelta(ChunkCodec, name="half-delta"):
-    """A 16-bit rung after an integer one: order-key offsets from the rounded integer prediction."""
+    """A 16-bit rung after an integer one: offsets from the integer prediction rounded to 16 bits."""
 
     @classmethod
-    def encode(cls, spec, source, prev, rung, level):  # type: ignore[no-untyped-def]
-        assert isinstance(rung, HalfRung) and isinstance(prev, IntState)
+    def encode(cls, spec: TensorSpec, source: Array, prev: TensorState | None, rung: Rung, level: int) -> Encoded:
+        if not (isinstance(rung, HalfRung) and isinstance(prev, IntState)):
+            raise _misplanned(cls.name)
         half = from_f32(to_f32(source, spec.dtype), rung.dtype)
         prediction = from_f32(prev.dequantized(), rung.dtype)
         sections = pack_offsets(half, prediction, level)
         return Encoded(cls.name, sections, {"format": rung.format}, HalfState(half, rung.dtype))
 
     @classmethod
-    def decode(cls, spec, prev, sections, params):  # type: ignore[no-untyped-def]
-        _require(isinstance(prev, IntState), "half-delta chunk arrived before its integer base")
+    def decode(cls, spec: TensorSpec, prev: TensorState | None, sections: list[memoryview], params: Params) -> TensorState:
+        if not isinstance(prev, IntState):
+            raise ChunkIntegrityError("half-delta chunk arrived before its integer base")
         half_dtype = _half_format(params)
         prediction = from_f32(prev.dequantized(), half_dtype)
-        return HalfState(apply_offsets(list(sections), prediction), half_dtype)  # type: ignore[arg-type]
+        return HalfState(apply_offsets(list(sections), prediction), half_dtype)
 
     @classmethod
-    def section_count(cls, spec, params):  # type: ignore[no-untyped-def]
+    def section_count(cls, spec: TensorSpec, params: Params) -> int:
         return 2
 
 
@@ -283,8 +302,9 @@ class ExactDelta(ChunkCodec, name="exact-delta"):
     """
 
     @classmethod
-    def encode(cls, spec, source, prev, rung, level):  # type: ignore[no-untyped-def]
-        assert prev is not None
+    def encode(cls, spec: TensorSpec, source: Array, prev: TensorState | None, rung: Rung, level: int) -> Encoded:
+        if prev is None:
+            raise _misplanned(cls.name)
         prediction = prev.bits(spec)
         if spec.dtype == "F32":
             source_bytes = source.view(np.uint8).reshape(-1, 4)
@@ -292,12 +312,13 @@ class ExactDelta(ChunkCodec, name="exact-delta"):
             high = np.ascontiguousarray(source.view("<u2")[1::2])
             sections = [*low_planes, *pack_offsets(high, np.ascontiguousarray(prediction.view("<u2")[1::2]), level)]
         else:
-            sections = pack_offsets(source, prediction, level)
+            sections = pack_offsets(source.view(np.uint16), prediction.view(np.uint16), level)
         return Encoded(cls.name, sections, {}, ExactState(source))
 
     @classmethod
-    def decode(cls, spec, prev, sections, params):  # type: ignore[no-untyped-def]
-        _require(isinstance(prev, (IntState, HalfState)), "exact-delta chunk arrived before a lossy rung")
+    def decode(cls, spec: TensorSpec, prev: TensorState | None, sections: list[memoryview], params: Params) -> TensorState:
+        if not isinstance(prev, (IntState, HalfState)):
+            raise ChunkIntegrityError("exact-delta chunk arrived before a lossy rung")
         if spec.dtype != "F32":
             return ExactState(apply_offsets(list(sections), prev.bits(spec)))  # type: ignore[arg-type]
         count = spec.numel
@@ -315,5 +336,5 @@ class ExactDelta(ChunkCodec, name="exact-delta"):
         return ExactState(data)
 
     @classmethod
-    def section_count(cls, spec, params):  # type: ignore[no-untyped-def]
+    def section_count(cls, spec: TensorSpec, params: Params) -> int:
         return 4 if spec.dtype == "F32" else 2

@@ -5,9 +5,27 @@
 """
 
 from .client import Download, Retry, RungEvent, Stats, fetch
-from .errors import (AuthError, ConfigError, ConnectionLostError, DeliveryError, IntegrityError, NotFoundError,
-                     PackageChangedError, ServerResponseError)
-from .link import PROFILES, Clock, Link, RealClock, ShapedTransport, VirtualClock, load_trace, parse_duration, parse_rate
+from .errors import (
+                     AuthError,
+                     ConfigError,
+                     ConnectionLostError,
+                     DeliveryError,
+                     IntegrityError,
+                     NotFoundError,
+                     PackageChangedError,
+                     ServerResponseError,
+)
+from .link import (
+                     PROFILES,
+                     Clock,
+                     Link,
+                     RealClock,
+                     ShapedTransport,
+                     VirtualClock,
+                     load_trace,
+                     parse_duration,
+                     parse_rate,
+)
 from .verify import PackageVerifier
 
 __all__ = [

@@ -26,8 +26,15 @@ import httpx
 from ..errors import DecoderStateError, FormatError
 from ..format.reader import StreamDecoder, TensorUpdate
 from ..format.spec import HEADER_SIZE, Header, Manifest
-from .errors import (AuthError, ConfigError, ConnectionLostError, IntegrityError, NotFoundError, PackageChangedError,
-                     ServerResponseError)
+from .errors import (
+    AuthError,
+    ConfigError,
+    ConnectionLostError,
+    IntegrityError,
+    NotFoundError,
+    PackageChangedError,
+    ServerResponseError,
+)
 from .link import Clock, RealClock
 
 log = logging.getLogger(__name__)
@@ -111,6 +118,8 @@ class Download:
         self._header: Header | None = None
         self._first = bytearray()
         self._failed_at: int | None = None
+        self._reported = 0  # chunks whose updates have been handed out
+        self._target: int | None = None
         headers = {"Accept-Encoding": "identity"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -130,18 +139,21 @@ class Download:
 
     def target(self) -> int | None:
         """Byte offset where the download ends (None: not known until the manifest arrives)."""
+        if self._target is not None:
+            return self._target
         manifest = self.sink.manifest
-        if manifest is None or self._header is None:
+        if manifest is None or self._header is None or not self.events:
             return None
         start = HEADER_SIZE + self._header.manifest_length
         last = len(manifest.ladder.rungs) - 1
-        return start + (manifest.data_length if self._rung in (None, last) else manifest.rung_end(self._rung))
+        self._target = start + (manifest.data_length if self._rung in (None, last) else manifest.rung_end(self._rung))
+        return self._target
 
-    def run(self) -> StreamDecoder:
-        """Download to the end (or to the requested rung); returns the decoder."""
+    def run(self) -> Sink:
+        """Download to the end (or to the requested rung); returns the sink (the decoder by default)."""
         for _ in self:
             pass
-        return self.decoder
+        return self.sink
 
     def __iter__(self) -> Iterator[Any]:
         failures = 0
@@ -248,20 +260,40 @@ class Download:
         self.total = total if total >= 0 else self.total
 
     def _consume(self, response: httpx.Response, start: int, end: int | None) -> Iterator[Any]:
-        for piece in response.iter_raw():
+        for piece in response.iter_bytes():
             self.stats.received += len(piece)
+            failure: FormatError | None = None
             try:
                 self._remember_header(piece)
                 updates = self.sink.feed(piece)
             except FormatError as exc:
-                self._refetch(exc)
+                failure = exc
+            if failure is not None:
+                yield from self._missed_updates()
+                self._refetch(failure)
                 return
             self._record_events()
+            self._reported += len(updates)
             yield from updates
             if self._done():
                 return
         if end is not None and self.offset < end or end is None and not self._done():
             raise _Retryable(f"body ended at byte {self.offset}, expected {end if end is not None else 'more'}")
+
+    def _missed_updates(self) -> list[Any]:
+        """Chunks that verified in a `feed` call that then raised (their updates went down with it)."""
+        manifest = self.sink.manifest
+        if manifest is None or self._header is None:
+            return []
+        self._record_events()
+        data_start = HEADER_SIZE + self._header.manifest_length
+        verified = sum(1 for c in manifest.chunks if data_start + c.end <= self.sink.position)
+        missed = range(self._reported, verified)
+        self._reported = verified
+        if not isinstance(self.sink, StreamDecoder):
+            return list(missed)
+        return [TensorUpdate(manifest.tensors[manifest.chunks[i].tensor].name, manifest.chunks[i].tensor, i,
+                             manifest.chunks[i].rung, manifest.chunks[i].reaches) for i in missed]
 
     def _refetch(self, exc: FormatError) -> None:
         """A chunk failed verification: drop it and fetch it again once; a second failure is fatal."""
@@ -271,6 +303,9 @@ class Download:
         self._failed_at = position
         self.stats.refetches += 1
         self.stats.discarded += self.sink.pending
+        # The traceback holds the decoder's frame and its memoryview of the buffer; drop it so that
+        # rewind() may resize the buffer (StreamDecoder._step does not release a view that failed to parse).
+        exc.__traceback__ = None
         self.sink.rewind()
         if position < HEADER_SIZE:
             self._first.clear()
@@ -281,7 +316,7 @@ class Download:
             return
         self._first += piece[:HEADER_SIZE - len(self._first)]
         if len(self._first) == HEADER_SIZE:
-            self._header = Header.unpack(self._first)
+            self._header = Header.unpack(bytes(self._first))
 
     def _record_events(self) -> None:
         manifest = self.sink.manifest
@@ -316,4 +351,6 @@ def fetch(url: str, **options: Any) -> StreamDecoder:
 
     >>> decoder = fetch("http://127.0.0.1:8000/models/m.blad", rung="int8")   # doctest: +SKIP
     """
-    return Download(url, **options).run()
+    download = Download(url, **options)
+    download.run()
+    return download.decoder

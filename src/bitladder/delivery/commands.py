@@ -67,7 +67,13 @@ def cmd_push(args: argparse.Namespace) -> None:
 
 def cmd_fetch(args: argparse.Namespace) -> None:
     from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TransferSpeedColumn,
+    )
 
     link = make_link(args.profile, args.rate, args.rtt, args.trace, args.loss)
     transport: httpx.BaseTransport = httpx.HTTPTransport()

@@ -32,7 +32,14 @@ from starlette.types import Receive, Scope, Send
 
 from ..errors import FormatError
 from ..format.spec import HEADER_SIZE, Header, Manifest
-from .httputil import ByteRange, Pacer, RangeNotSatisfiable, parse_range, strong_etag, token_ok
+from .httputil import (
+    ByteRange,
+    Pacer,
+    RangeNotSatisfiable,
+    parse_range,
+    strong_etag,
+    token_ok,
+)
 from .verify import PackageVerifier
 
 log = logging.getLogger(__name__)

@@ -75,10 +75,10 @@ class PackageVerifier:
         if len(self._head) < need:
             return view
         if self._header is None:
-            self._header = Header.unpack(self._head)
+            self._header = Header.unpack(bytes(self._head))
             self._consumed, self._head = HEADER_SIZE, bytearray()
             return self._feed_head(view)
-        self.manifest = Manifest.decode(self._header, self._head)
+        self.manifest = Manifest.decode(self._header, memoryview(self._head))
         self._consumed, self._head = self.data_start, bytearray()
         return view
 
@@ -94,8 +94,9 @@ class PackageVerifier:
             self._chunk_got += take
             view = view[take:]
             if self._chunk_got == entry.length:
-                self._check(self._next_chunk)
-                verified.append(self._next_chunk)
+                index = self._next_chunk
+                self._check(index)
+                verified.append(index)
         return verified
 
     def _check(self, index: int) -> None:

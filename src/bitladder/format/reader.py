@@ -78,6 +78,11 @@ class StreamDecoder:
         return self._consumed
 
     @property
+    def data_start(self) -> int | None:
+        """File offset of the first chunk (header plus manifest), once the header has arrived."""
+        return None if self._header is None else HEADER_SIZE + self._header.manifest_length
+
+    @property
     def pending(self) -> int:
         """Bytes received but not yet verified (the part of the chunk in flight that has arrived)."""
         return len(self._buffer)
@@ -106,7 +111,10 @@ class StreamDecoder:
         self._consumed += size
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[TensorUpdate]:
-        """Accept more bytes; returns the tensors that moved up, in delivery order."""
+        """Accept more bytes; returns the tensors that moved up, in delivery order.
+
+        On a bad chunk the `FormatError` raised carries `.updates`: the chunks of this call that verified first.
+        """
         if self._failed is not None:
             raise DecoderStateError(f"decoder stopped after an error at byte {self._consumed}: {self._failed}")
         self._buffer += data
@@ -116,6 +124,7 @@ class StreamDecoder:
                 pass
         except FormatError as exc:
             self._failed = exc
+            exc.updates = updates
             raise
         return updates
 
@@ -124,16 +133,16 @@ class StreamDecoder:
             view = self._take(HEADER_SIZE)
             if view is None:
                 return False
-            self._header = Header.unpack(view)
-            view.release()
+            with view:  # released even when parsing fails, so that rewind() can resize the buffer
+                self._header = Header.unpack(view)
             self._drop(HEADER_SIZE)
             return True
         if self.manifest is None:
             view = self._take(self._header.manifest_length)
             if view is None:
                 return False
-            self.manifest = Manifest.decode(self._header, view)
-            view.release()
+            with view:
+                self.manifest = Manifest.decode(self._header, view)
             self._states = [None] * len(self.manifest.tensors)
             self._reached = [-1] * len(self.manifest.tensors)
             self._drop(self._header.manifest_length)
@@ -146,10 +155,8 @@ class StreamDecoder:
         view = self._take(entry.length)
         if view is None:
             return False
-        try:
+        with view:
             state = _apply_chunk(self.manifest, self._states, self._next_chunk, view)
-        finally:
-            view.release()
         self._drop(entry.length)
         updates.append(self._commit(entry, state))
         return True
@@ -180,7 +187,7 @@ class StreamDecoder:
 
     def rungs(self) -> dict[str, int]:
         """Rung reached by each tensor (-1: nothing yet)."""
-        return {spec.name: r for spec, r in zip(self._manifest().tensors, self._reached)}
+        return {spec.name: r for spec, r in zip(self._manifest().tensors, self._reached, strict=False)}
 
     def tensor(self, name: str) -> NDArray[np.generic]:
         """The tensor as it stands, in its source dtype (bf16 as uint16 bits), shaped."""
@@ -194,7 +201,7 @@ class StreamDecoder:
         """Every tensor that has reached at least its first rung."""
         manifest = self._manifest()
         return {spec.name: _materialize(spec, state)
-                for spec, state in zip(manifest.tensors, self._states) if state is not None}
+                for spec, state in zip(manifest.tensors, self._states, strict=False) if state is not None}
 
     def values(self, name: str) -> NDArray[np.float32]:
         """A float tensor as float32 values at its current rung (dequantized), shaped."""
@@ -265,7 +272,7 @@ class Package:
         for index, entry in enumerate(self.manifest.chunks):
             if entry.rung <= rung:
                 states[entry.tensor] = _apply_chunk(self.manifest, states, index, self.chunk_bytes(index))
-        return {spec.name: _materialize(spec, state) for spec, state in zip(self.manifest.tensors, states)}
+        return {spec.name: _materialize(spec, state) for spec, state in zip(self.manifest.tensors, states, strict=False)}
 
     def stream(self, piece_size: int = 1 << 20) -> StreamDecoder:
         """A decoder fed with this package's bytes (handy for tests and for measuring the stream path)."""

@@ -170,8 +170,9 @@ class ProgressiveRuntime(Generic[P]):
 
     def resume(self, source: Source) -> None:
         """Continue refining from another stream of the same package (after an error or a cut)."""
-        if self._running:
-            raise RuntimeUpdateError("the previous stream is still being consumed")
+        self.close(timeout=5.0)
+        if self._thread is not None and self._thread.is_alive():
+            raise RuntimeUpdateError("the previous stream is still being consumed (its source blocks)")
         self.error = None
         self._start(source, first=False)
 
@@ -186,28 +187,43 @@ class ProgressiveRuntime(Generic[P]):
     def _start(self, source: Source, first: bool) -> None:
         decoder, pieces = open_source(source, self._piece_size)
         self._stop.clear()
-        updates = self._read_first_rung(decoder, pieces)
+        updates, error = self._read_first_rung(decoder, pieces)
         if first:
             self._load_first_rung(decoder)
         else:
             self._apply_updates(decoder, updates)
+        if error is not None:  # the first rung verified, a later chunk in the same bytes did not
+            self.error = error
+            log.error("refinement stopped at rung %d, model keeps serving it: %s", self.rung, error)
+            return
         self._running = True
         self._thread = threading.Thread(target=self._consume, args=(decoder, pieces), daemon=True,
                                         name="bitladder-refine")
         self._thread.start()
 
-    def _read_first_rung(self, decoder: StreamDecoder, pieces: Iterator[bytes]) -> list[TensorUpdate]:
+    def _read_first_rung(self, decoder: StreamDecoder,
+                         pieces: Iterator[bytes]) -> tuple[list[TensorUpdate], FormatError | None]:
+        """Feed until every tensor has a rung; a bad chunk after that is returned, not raised."""
         updates: list[TensorUpdate] = []
         while True:
             if decoder.manifest is not None and self.manifest is not decoder.manifest:
                 self._accept_manifest(decoder.manifest)
             if decoder.manifest is not None and self._has_first_rung(decoder):
-                return updates
+                return updates, None
             piece = next(pieces, None)
             if piece is None:
                 decoder.close()  # raises TruncatedError when the package is incomplete
                 raise RuntimeUpdateError("the decoder holds a complete package without the model's tensors")
-            updates += decoder.feed(piece)
+            try:
+                updates += decoder.feed(piece)
+            except FormatError as exc:
+                if decoder.manifest is None:
+                    raise
+                if self.manifest is not decoder.manifest:
+                    self._accept_manifest(decoder.manifest)
+                if not self._has_first_rung(decoder):
+                    raise
+                return updates, exc
 
     def _has_first_rung(self, decoder: StreamDecoder) -> bool:
         reached = decoder.rungs()

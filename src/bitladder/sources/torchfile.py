@@ -37,10 +37,7 @@ def tensor_to_numpy(name: str, tensor: Any, where: str = "") -> SourceTensor:
     if dtype is None:
         raise UnsupportedDtypeError(f"{where}tensor {name!r} has dtype {tensor.dtype}, which bitladder does not encode")
     flat = tensor.detach().cpu().contiguous().reshape(-1)
-    if dtype == "BF16":
-        array = flat.view(torch.int16).numpy().view(np.uint16)
-    else:
-        array = flat.numpy().view(STORAGE[dtype])
+    array = flat.view(torch.int16).numpy().view(np.uint16) if dtype == "BF16" else flat.numpy().view(STORAGE[dtype])
     return SourceTensor(name, dtype, tuple(tensor.shape), array)
 
 
