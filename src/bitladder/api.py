@@ -15,7 +15,7 @@ from .codecs.plan import encode_tensor
 from .delivery.client import Download
 from .format.reader import Package
 from .format.spec import Manifest
-from .format.writer import PackageWriter
+from .format.writer import PackageWriter, Priorities
 from .sources import SourceModel, from_arrays, load_source
 
 Progress = Callable[[int, int, str], None]
@@ -34,12 +34,16 @@ def encode(
     schedule: str = "source",
     level: int = DEFAULT_LEVEL,
     progress: Progress | None = None,
+    priorities: Priorities | None = None,
 ) -> Manifest:
     """Encode a model into a progressive package at `output`; returns its manifest.
 
     >>> manifest = encode("model.safetensors", "model.blad", ladder="int8,exact")   # doctest: +SKIP
     >>> manifest.rung_bytes()                                                       # doctest: +SKIP
     [20930000, 58500000]
+
+    `schedule="rd"` orders each rung's chunks by `priorities` ((tensor name, rung) -> value, highest first),
+    e.g. from `bitladder.eval.rd.rd_priorities`.
     """
     if isinstance(ladder, str):
         ladder = Ladder.parse(ladder, group_size=group_size, min_size=min_size)
@@ -53,7 +57,7 @@ def encode(
     if model_id is None:
         model_id = output.stem
     source_info = {"format": model.format, "digest": model.digest(), "metadata": model.metadata}
-    writer = PackageWriter(output, model_id, model_version, source_info, ladder, schedule)
+    writer = PackageWriter(output, model_id, model_version, source_info, ladder, schedule, priorities)
     total, done = model.nbytes, 0
     try:
         for tensor in model.tensors.values():

@@ -84,6 +84,12 @@ def cmd_decode(args: argparse.Namespace) -> None:
     rung = manifest.ladder.index(args.rung) if args.rung else len(manifest.ladder.rungs) - 1
     with console.status(f"decoding at rung {manifest.ladder.rungs[rung].name}"):
         tensors = package.decode(rung)
+    if manifest.source.get("format") == "onnx":
+        from .sources.onnx import write_onnx
+
+        write_onnx(Path(args.output), tensors, manifest.source.get("metadata") or {})
+        console.print(f"wrote {args.output}: ONNX model at rung {manifest.ladder.rungs[rung].name}")
+        return
     specs = {t.name: t for t in manifest.tensors}
     write_safetensors(Path(args.output), {name: (specs[name].dtype, array) for name, array in tensors.items()},
                       manifest.source.get("metadata") or None)
@@ -95,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     encode = commands.add_parser("encode", help="encode a model into a progressive .blad package")
-    encode.add_argument("source", help=".safetensors file, Hugging Face folder, or .pt/.pth/.bin state dict")
+    encode.add_argument("source", help=".safetensors file, Hugging Face folder, .pt/.pth/.bin state dict, or .onnx")
     encode.add_argument("-o", "--output", required=True, help="package to write (.blad)")
     encode.add_argument("--ladder", default=DEFAULT_LADDER, help=f"rungs in order (default {DEFAULT_LADDER})")
     encode.add_argument("--group-size", type=int, default=0, help="inputs per scale for int rungs (0: per channel)")
@@ -112,9 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("package")
     inspect.set_defaults(run=cmd_inspect)
 
-    decode = commands.add_parser("decode", help="write the model at a rung as safetensors")
+    decode = commands.add_parser("decode", help="write the model at a rung (safetensors, or ONNX for ONNX sources)")
     decode.add_argument("package")
-    decode.add_argument("-o", "--output", required=True, help="safetensors file to write")
+    decode.add_argument("-o", "--output", required=True, help="file to write (.safetensors, or .onnx)")
     decode.add_argument("--rung", help="rung name (default: the last)")
     decode.set_defaults(run=cmd_decode)
 

@@ -9,7 +9,11 @@
     │   └── ChunkIntegrityError     a chunk's bytes do not match its digest or do not decode
     ├── SourceError                 a model file we cannot read
     │   └── UnsupportedDtypeError   a tensor dtype the codec does not handle
-    └── DecoderStateError           a call the decoder cannot honour in its current state
+    ├── DecoderStateError           a call the decoder cannot honour in its current state
+    ├── delivery.errors.DeliveryError   HTTP: AuthError, NotFoundError, PackageChangedError, ConnectionLostError,
+    │                                   IntegrityError, ServerResponseError, ConfigError
+    └── runtime.errors.RuntimeUpdateError   device runtime: PackageMismatchError, ModelMismatchError,
+                                            SourceUnavailableError
 
 Each message says what was wrong and where (file offset, chunk index, tensor name).
 """

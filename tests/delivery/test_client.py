@@ -68,3 +68,19 @@ def test_tokens_for_reads(package_dir: Path) -> None:
         assert bit_exact(fetch(running.url + URL, token="s3cret"), package_dir / "small.blad")
     finally:
         running.stop()
+
+
+def test_open_url_yields_only_verified_bytes(server: ServerThread, package_dir: Path) -> None:
+    from bitladder.delivery.client import open_url
+
+    pieces = list(open_url(server.url + URL))
+    assert b"".join(pieces) == (package_dir / "small.blad").read_bytes()
+
+
+def test_runtime_takes_a_url(server: ServerThread, package_dir: Path) -> None:
+    from bitladder.runtime.feed import open_source
+
+    decoder, pieces = open_source(server.url + URL)
+    for piece in pieces:
+        decoder.feed(piece)
+    assert bit_exact(decoder, package_dir / "small.blad")

@@ -36,6 +36,7 @@ from .errors import (
     ServerResponseError,
 )
 from .link import Clock, RealClock
+from .verify import PackageVerifier
 
 log = logging.getLogger(__name__)
 
@@ -354,3 +355,61 @@ def fetch(url: str, **options: Any) -> StreamDecoder:
     download = Download(url, **options)
     download.run()
     return download.decoder
+
+
+class _VerifiedPieces:
+    """A verifying sink that keeps the bytes it has verified, to hand them on (see `open_url`)."""
+
+    def __init__(self) -> None:
+        self._verifier = PackageVerifier()
+        self._held = bytearray()  # received from `_given` on; the verified part is taken by `take`
+        self._given = 0
+
+    @property
+    def manifest(self) -> Manifest | None:
+        return self._verifier.manifest
+
+    @property
+    def position(self) -> int:
+        return self._verifier.position
+
+    @property
+    def pending(self) -> int:
+        return self._verifier.pending
+
+    def feed(self, data: bytes) -> list[Any]:
+        self._held += data  # before verifying: a failure mid-call is trimmed by `rewind`
+        return self._verifier.feed(data)
+
+    def rewind(self) -> int:
+        position = self._verifier.rewind()
+        del self._held[position - self._given:]
+        return position
+
+    def close(self) -> None:
+        self._verifier.close()
+
+    def take(self) -> bytes:
+        """The bytes verified since the last call."""
+        count = self._verifier.position - self._given
+        piece = bytes(self._held[:count])
+        del self._held[:count]
+        self._given += count
+        return piece
+
+
+def open_url(url: str, **options: Any) -> Iterator[bytes]:
+    """The package at `url` as byte pieces that already passed their digests, resuming after drops.
+
+    For feeding a decoder of your own (the device runtime does): unverified bytes are never yielded.
+
+    >>> decoder = StreamDecoder()                                              # doctest: +SKIP
+    >>> for piece in open_url("http://127.0.0.1:8000/models/m.blad"):         # doctest: +SKIP
+    ...     decoder.feed(piece)
+    """
+    sink = _VerifiedPieces()
+    for _ in Download(url, sink=sink, **options):
+        if piece := sink.take():
+            yield piece
+    if piece := sink.take():
+        yield piece

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -41,6 +41,21 @@ SCHEDULES: dict[str, Schedule] = {
     "smallest-first": _smallest_first,
 }
 
+PRIORITY_SCHEDULE = "rd"
+"""The schedule that orders a rung's chunks by caller-given priorities (highest first), e.g. measured
+quality gain per byte (`bitladder.eval.rd`). Only its name is recorded in the manifest; the order itself
+is the file order of the chunks."""
+
+Priorities = Mapping[tuple[str, int], float]
+"""(tensor name, rung) -> priority; chunks without one count as 0, ties keep source order."""
+
+
+def _by_priority(priorities: Priorities, rung: int) -> Schedule:
+    def order(tensors: Sequence[TensorSpec], indices: Sequence[int]) -> list[int]:
+        return sorted(indices, key=lambda i: (-priorities.get((tensors[i].name, rung), 0.0), i))
+
+    return order
+
 
 @dataclass(frozen=True)
 class _Spooled:
@@ -71,9 +86,15 @@ class PackageWriter:
     """
 
     def __init__(self, path: str | os.PathLike[str], model_id: str, model_version: str,
-                 source: dict[str, Any], ladder: Ladder, schedule: str = "source") -> None:
-        if schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
+                 source: dict[str, Any], ladder: Ladder, schedule: str = "source",
+                 priorities: Priorities | None = None) -> None:
+        if schedule == PRIORITY_SCHEDULE and priorities is None:
+            raise ValueError(f"schedule {PRIORITY_SCHEDULE!r} needs priorities")
+        if schedule != PRIORITY_SCHEDULE and priorities is not None:
+            raise ValueError(f"priorities given, but schedule is {schedule!r}, not {PRIORITY_SCHEDULE!r}")
+        if schedule not in SCHEDULES and schedule != PRIORITY_SCHEDULE:
+            raise ValueError(f"unknown schedule {schedule!r}; known: {', '.join([*SCHEDULES, PRIORITY_SCHEDULE])}")
+        self._priorities = dict(priorities or {})
         self._path = Path(path)
         self._meta = (model_id, model_version, source, ladder, schedule)
         self._tensors: list[TensorSpec] = []
@@ -112,7 +133,8 @@ class PackageWriter:
             by_rung.setdefault(chunk.rung, {})[chunk.tensor] = chunk
         ordered: list[_Spooled] = []
         for rung in sorted(by_rung):
-            ordered += [by_rung[rung][i] for i in SCHEDULES[schedule](self._tensors, list(by_rung[rung]))]
+            scheduler = _by_priority(self._priorities, rung) if schedule == PRIORITY_SCHEDULE else SCHEDULES[schedule]
+            ordered += [by_rung[rung][i] for i in scheduler(self._tensors, list(by_rung[rung]))]
         entries, offset = [], 0
         for c in ordered:
             entries.append(ChunkEntry(c.tensor, c.rung, c.reaches, c.codec, c.params, c.sections, offset, c.digest))

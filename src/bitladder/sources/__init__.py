@@ -32,7 +32,12 @@ def load_source(path: str | os.PathLike[str]) -> SourceModel:
         return load_safetensors_source(path)
     if path.suffix in TORCH_SUFFIXES:
         return load_torch_source(path)
-    raise SourceError(f"{path}: unknown model file type (expected .safetensors, a folder, or {', '.join(TORCH_SUFFIXES)})")
+    if path.suffix == ".onnx":
+        from .onnx import load_onnx_source
+
+        return load_onnx_source(path)
+    raise SourceError(f"{path}: unknown model file type (expected .safetensors, a folder, .onnx, "
+                      f"or {', '.join(TORCH_SUFFIXES)})")
 
 
 def from_arrays(arrays: Mapping[str, NDArray[np.generic]], metadata: Mapping[str, str] | None = None) -> SourceModel:

