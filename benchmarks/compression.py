@@ -72,7 +72,7 @@ class Task:
     def __init__(self, name: str, reference: Mapping[str, np.ndarray], quick: bool) -> None:
         self.name = name
         if name == "minilm":
-            self.inputs = data.lee_sentences(limit=200 if quick else None)
+            self.inputs = data.lee_sentences(limit=200 if quick else 600)
             self.run: Callable[[Mapping[str, np.ndarray]], np.ndarray] = lambda s: models.minilm_embedder(s)(self.inputs)
         else:
             self.inputs = data.imagenet_photos()

@@ -1,4 +1,4 @@
-"""The `bitladder` command: encode, inspect, decode, serve, push, fetch. The only module that prints or exits."""
+"""The `bitladder` command: encode, inspect, decode, serve, push, fetch, eval. The only module that prints or exits."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from .codecs.entropy import DEFAULT_LEVEL
 from .codecs.ladder import DEFAULT_LADDER, DEFAULT_MIN_SIZE
 from .delivery.commands import register as register_delivery
 from .errors import BitladderError
+from .eval.commands import register as register_eval
 from .format.reader import Package
 from .format.writer import SCHEDULES
 from .sources import write_safetensors
@@ -125,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     decode.set_defaults(run=cmd_decode)
 
     register_delivery(commands)
+    register_eval(commands)
     return parser
 
 

@@ -21,7 +21,7 @@ from .eval.commands import LiveProgress, claim_lines, summary_table
 from .eval.report import write_report
 from .eval.scenario import ScenarioConfig, run_eval
 
-console = Console(soft_wrap=True)
+console = Console(soft_wrap=True, width=140)
 DEMO = ScenarioConfig(link="20mbit", ladder="int8,exact", baselines=("fp32+zstd", "fp32+zipnn"), interval=0.25)
 
 

@@ -11,17 +11,20 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
-from .report import SUMMARY_HEADER, claims, summary_rows, write_report
-from .scenario import LINKS, EvalResult, ScenarioConfig, run_eval
 from .schemes import NNCODEC_QP
 
+# The scenario, its tasks and its report import torch: they are imported when `eval` runs, so that the
+# rest of the command line works without torch.
+if TYPE_CHECKING:
+    from .scenario import EvalResult, ScenarioConfig
+
 console = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
+out = Console(soft_wrap=True, width=140)
 DEFAULT_CACHE = Path.home() / ".cache" / "bitladder"
 
 
@@ -49,6 +52,8 @@ class LiveProgress:
 
 
 def summary_table(result: EvalResult) -> Table:
+    from .report import SUMMARY_HEADER, summary_rows
+
     table = Table(title=f"{result.task} over {result.config['link']} (ladder {result.config['ladder']})")
     for column in SUMMARY_HEADER:
         table.add_column(column, justify="left" if column == "scheme" else "right")
@@ -58,6 +63,8 @@ def summary_table(result: EvalResult) -> Table:
 
 
 def claim_lines(result: EvalResult) -> list[str]:
+    from .report import claims
+
     c = claims(result)
     lines = []
     if "package_over_zstd" in c:
@@ -75,6 +82,8 @@ def claim_lines(result: EvalResult) -> list[str]:
 
 
 def config_from(args: argparse.Namespace, link: str | None = None, ladder: str | None = None) -> ScenarioConfig:
+    from .scenario import ScenarioConfig
+
     baselines = tuple(b for b in args.baselines.split(",") if b) + (("nncodec",) if args.nncodec else ())
     return ScenarioConfig(ladder=ladder or args.ladder, link=link or args.link, apply=args.apply, order=args.order,
                           baselines=baselines, interval=args.interval, buffer=args.buffer,
@@ -84,6 +93,8 @@ def config_from(args: argparse.Namespace, link: str | None = None, ladder: str |
 def cmd_eval(args: argparse.Namespace) -> None:
     import torch
 
+    from .report import write_report
+    from .scenario import run_eval
     from .tasks import get_task
 
     torch.set_num_threads(args.threads)  # the other core decodes refinements, as on a device
@@ -107,7 +118,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="minilm", help="minilm, mobilenetv2, or tiny (a test MLP)")
     parser.add_argument("--ladder", default="int8,exact")
-    parser.add_argument("--link", default="100mbit", help=f"{', '.join(LINKS)}, or a trace .csv (time_s,bit_per_s)")
+    parser.add_argument("--link", default="100mbit", help="1100mbit, 100mbit, 20mbit, 5mbit, or a trace .csv (time_s,bit_per_s)")
     parser.add_argument("--apply", choices=("incremental", "atomic"), default="incremental")
     parser.add_argument("--order", choices=("rung", "rd"), default="rung",
                         help="rd: also run a package in rate-distortion order and compare their AUC")
