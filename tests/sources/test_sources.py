@@ -104,8 +104,8 @@ def test_malformed_safetensors(tmp_path, blob, message):
 
 
 def test_unknown_file_type(tmp_path):
-    (tmp_path / "model.onnx").write_bytes(b"x")
+    (tmp_path / "model.tflite").write_bytes(b"x")
     with pytest.raises(SourceError, match="unknown model file type"):
-        load_source(tmp_path / "model.onnx")
+        load_source(tmp_path / "model.tflite")
     with pytest.raises(SourceError, match="no such file"):
         load_source(tmp_path / "missing.safetensors")
