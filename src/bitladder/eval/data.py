@@ -22,6 +22,8 @@ __all__ = [
     "imagenet_photos",
     "lee_document_pairs",
     "lee_sentences",
+    "lfw_faces",
+    "word_pairs",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -43,6 +45,7 @@ _RESIZE = 256
 _CROP = 224
 _MIN_SENTENCE_WORDS = 5
 _LEE_DIR = ("gensim", "test/test_data")
+WORD_SETS = {"wordsim353": "wordsim353.tsv", "simlex999": "simlex999.txt"}
 
 
 def _package_file(package: str, relative: str) -> pathlib.Path:
@@ -106,6 +109,22 @@ def lee_document_pairs() -> tuple[list[str], np.ndarray]:
         raise ValueError(f"similarity matrix {upper.shape} does not match {len(documents)} documents")
     triangle = np.triu(upper, k=1)
     return documents, triangle + triangle.T + np.eye(len(documents))
+
+
+def word_pairs(name: str) -> tuple[list[tuple[str, str]], np.ndarray]:
+    """Word pairs and their mean human similarity: ``wordsim353`` (353 pairs, 0-10) or ``simlex999`` (999, 0-10).
+
+    Both ship in gensim's test data as tab-separated ``word1 word2 score`` lines after ``#`` comments.
+
+    >>> pairs, human = word_pairs("simlex999")
+    >>> len(pairs), pairs[0], float(human[0])
+    (999, ('old', 'new'), 1.58)
+    """
+    if name not in WORD_SETS:
+        raise ValueError(f"unknown word set {name!r}; known: {', '.join(WORD_SETS)}")
+    text = _package_file(_LEE_DIR[0], f"{_LEE_DIR[1]}/{WORD_SETS[name]}").read_text(encoding="utf-8")
+    rows = [line.split("\t") for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return [(a, b) for a, b, _ in rows], np.asarray([float(score) for _, _, score in rows])
 
 
 # --- images ----------------------------------------------------------------------------------

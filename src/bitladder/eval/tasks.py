@@ -127,22 +127,32 @@ def _pooled(hidden: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
 
 def _minilm_metrics(tokenizer: Callable[..., Mapping[str, torch.Tensor]], module: torch.nn.Module,
                     reference: torch.nn.Module) -> dict[str, float]:
-    """Spearman of document cosine similarities with the Lee human judgements; cosine to fp32 embeddings."""
+    """Spearman of cosine similarities with human judgements: the 50 Lee documents, WordSim353 and SimLex999
+    word pairs (each word embedded alone); cosine to the fp32 document embeddings."""
     from scipy.stats import spearmanr
 
-    from .data import lee_document_pairs
+    from .data import WORD_SETS, lee_document_pairs, word_pairs
 
     documents, human = lee_document_pairs()
-    tokens = dict(tokenizer(documents, padding=True, truncation=True, max_length=256, return_tensors="pt"))
-
-    def embed(model: torch.nn.Module) -> np.ndarray:
-        with torch.no_grad():
-            return _pooled(model(**tokens).last_hidden_state, tokens["attention_mask"])
-
-    vectors, ref = embed(module), embed(reference)
+    vectors, ref = _embed(module, tokenizer, documents, 256), _embed(reference, tokenizer, documents, 256)
     upper = np.triu_indices(len(documents), k=1)
-    rho = float(spearmanr((vectors @ vectors.T)[upper], human[upper]).statistic)
-    return {"spearman_lee": rho, "cosine_fp32": mean_cosine(ref, vectors)}
+    out = {"spearman_lee": float(spearmanr((vectors @ vectors.T)[upper], human[upper]).statistic)}
+    for name in WORD_SETS:
+        pairs, scores = word_pairs(name)
+        words = sorted({word for pair in pairs for word in pair})
+        index = {word: i for i, word in enumerate(words)}
+        embedded = _embed(module, tokenizer, words, 16)
+        cosines = [float(embedded[index[a]] @ embedded[index[b]]) for a, b in pairs]
+        out[f"spearman_{name}"] = float(spearmanr(cosines, scores).statistic)
+    out["cosine_fp32"] = mean_cosine(ref, vectors)
+    return out
+
+
+def _embed(model: torch.nn.Module, tokenizer: Callable[..., Mapping[str, torch.Tensor]], texts: list[str],
+           max_length: int) -> np.ndarray:
+    tokens = dict(tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
+    with torch.no_grad():
+        return _pooled(model(**tokens).last_hidden_state, tokens["attention_mask"])
 
 
 # --- MobileNetV2 -----------------------------------------------------------------------------
