@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from bitladder.eval.data import PHOTOS, imagenet_photos, lee_document_pairs, lee_sentences
+from bitladder.eval.data import PHOTOS, imagenet_photos, lee_document_pairs, lee_sentences, lfw_faces, word_pairs
 
 
 def test_lee_sentences_are_many_long_unique_and_stable() -> None:
@@ -23,7 +23,7 @@ def test_lee_document_pairs_has_symmetric_human_matrix() -> None:
     assert human.shape == (50, 50)
     np.testing.assert_array_equal(human, human.T)
     np.testing.assert_array_equal(np.diag(human), np.ones(50))
-    assert 0.0 <= human.min() and human.max() <= 1.0
+    assert human.min() >= 0.0 and human.max() <= 1.0
 
 
 def test_imagenet_photos_shape_normalisation_and_determinism() -> None:
@@ -38,3 +38,18 @@ def test_imagenet_photos_shape_normalisation_and_determinism() -> None:
 def test_imagenet_photos_never_reach_for_a_downloader() -> None:
     imagenet_photos(augment=False)
     assert "pooch" not in sys.modules
+
+
+def test_word_pairs_have_human_scores() -> None:
+    for name, count in (("wordsim353", 353), ("simlex999", 999)):
+        pairs, human = word_pairs(name)
+        assert len(pairs) == len(human) == count
+        assert all(a and b and " " not in a + b for a, b in pairs)
+        assert human.min() >= 0.0 and human.max() <= 10.0
+
+
+def test_lfw_faces_are_100_faces_then_100_backgrounds() -> None:
+    images, faces = lfw_faces()
+    assert images.shape == (200, 25, 25) and images.dtype == np.float32
+    assert images.min() >= 0.0 and images.max() <= 1.0
+    assert faces[:100].all() and not faces[100:].any()

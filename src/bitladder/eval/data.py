@@ -2,9 +2,11 @@
 
 * Text: the Lee news corpus in gensim's test data (``lee_background.cor``, 300
   documents; ``lee.cor``, 50 documents with a human similarity matrix).
+* Words: WordSim353 and SimLex999 pairs with human scores, also in gensim's test data.
 * Images: natural photos bundled with scikit-learn (``datasets/images``) and
-  scikit-image (``data/``). The files are read straight from the package folders,
-  because ``skimage.data``'s loaders may go through pooch, which can fetch from the web.
+  scikit-image (``data/``); scikit-image's ``lfw_subset.npy`` (100 faces, 100 non-faces).
+  The files are read straight from the package folders, because ``skimage.data``'s
+  loaders may go through pooch, which can fetch from the web.
 """
 
 from __future__ import annotations
@@ -172,3 +174,16 @@ def imagenet_photos(augment: bool = True) -> np.ndarray:
         for five in crops:
             images += five[1:] + [crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for crop in five]
     return np.stack([_normalise(image) for image in images])
+
+
+def lfw_faces() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-image's LFW subset: 200 grey 25x25 crops in [0, 1] (float32) and labels (True = face).
+
+    The first 100 are faces from LFW, the other 100 background patches of the same photos.
+
+    >>> images, faces = lfw_faces()
+    >>> images.shape, int(faces.sum())
+    ((200, 25, 25), 100)
+    """
+    images = np.load(_package_file("skimage", "data/lfw_subset.npy")).astype(np.float32)
+    return images, np.arange(len(images)) < len(images) // 2

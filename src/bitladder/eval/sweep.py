@@ -40,14 +40,27 @@ def run_sweep(task: Task, args: argparse.Namespace, folder: Path, work: Path,
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "sweep.json").write_text(json.dumps(rows, indent=1))
     _plots(rows, folder)
-    body = [[r["ladder"], r["link"], f"{r['ttfi']:.2f}", f"{r['exact']:.2f}", f"{r['zstd_load']:.2f}",
-             f"{r['ttfi_gain']:.2f}", "; ".join(f"{c['rung']} {c['bytes'] / 1e6:.1f} MB" for c in r["curve"])]
-            for r in rows]
-    text = "# bitladder eval --sweep: " + task.name + "\n\n" + _table(
-        ["ladder", "link", "TTFI s", "exact s", "fp32+zstd load s", "TTFI gain", "cumulative bytes"], body)
+    text = f"# bitladder eval --sweep: {task.name}\n\n## TTFI gain vs link\n\n" + _timing_table(rows) + \
+        "\n\n## Size vs task quality per ladder (cumulative bytes at each rung)\n\n" + _curve_table(rows)
     path = folder / "sweep.md"
     path.write_text(text + "\n\n![size vs quality](size_vs_quality.png)\n\n![TTFI gain](ttfi_gain.png)\n")
     return path
+
+
+def _timing_table(rows: list[dict[str, Any]]) -> str:
+    body = [[r["ladder"], r["link"], f"{r['ttfi']:.2f}", f"{r['exact']:.2f}", f"{r['zstd_load']:.2f}",
+             f"{r['ttfi_gain']:.2f}"] for r in rows]
+    return _table(["ladder", "link", "TTFI s", "exact s", "fp32+zstd load s", "TTFI gain"], body)
+
+
+def _curve_table(rows: list[dict[str, Any]]) -> str:
+    """One row per (ladder, rung): task quality does not depend on the link, so the first link's curve."""
+    body = []
+    for ladder in dict.fromkeys(r["ladder"] for r in rows):
+        for point in next(r for r in rows if r["ladder"] == ladder)["curve"]:
+            metrics = ", ".join(f"{k} {v:.4f}" for k, v in point.items() if k not in ("rung", "bytes"))
+            body.append([ladder, point["rung"], f"{point['bytes']:,}", metrics])
+    return _table(["ladder", "rung", "cumulative bytes", "task quality"], body)
 
 
 def _plots(rows: list[dict[str, Any]], folder: Path) -> None:

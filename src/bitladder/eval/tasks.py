@@ -23,7 +23,7 @@ import torch
 from .metrics import kl_divergence, mean_cosine, topk_agreement
 
 State = Mapping[str, np.ndarray]
-TASKS = ("minilm", "mobilenetv2")
+TASKS = ("minilm", "mobilenetv2", "mtcnn")
 _PROBE_SENTENCES = 8
 _PROBE_TOKENS = 32
 _PROBE_PHOTOS = 4
@@ -183,6 +183,36 @@ def _mobilenet_metrics(module: torch.nn.Module, reference: torch.nn.Module) -> d
             "kl_fp32": kl_divergence(ref, logits)}
 
 
+# --- MTCNN ---------------------------------------------------------------------------------
+
+
+def mtcnn_task(folder: Path) -> Task:
+    """MTCNN's three nets (written to `folder/mtcnn.safetensors`); probe: 4 faces + 4 background crops of
+    LFW; metrics on all 200. The cascade runs one window per crop, see `bitladder.eval.mtcnn`."""
+    from safetensors.numpy import load_file, save_file
+
+    from .data import lfw_faces
+    from .mtcnn import box_iou, cascade, cascade_metrics, mtcnn_nets
+
+    path = folder / "mtcnn.safetensors"
+    save_file({k: v.numpy().copy() for k, v in mtcnn_nets(pretrained=True).state_dict().items()}, str(path))
+    images, faces = lfw_faces()
+    crops = torch.from_numpy(images)
+    probe = torch.cat([crops[:_PROBE_PHOTOS], crops[-_PROBE_PHOTOS:]])
+
+    def infer(module: torch.nn.Module) -> np.ndarray:
+        return np.asarray(cascade(module, probe).numpy(), np.float32)
+
+    def score(reference: np.ndarray, answer: np.ndarray) -> float:
+        return float(box_iou(reference[:, 3:], answer[:, 3:]).mean())
+
+    def metrics(module: torch.nn.Module, reference: torch.nn.Module) -> dict[str, float]:
+        return cascade_metrics(cascade(module, crops).numpy(), cascade(reference, crops).numpy(), faces)
+
+    return Task("mtcnn", path, lambda: dict(load_file(str(path))), lambda: mtcnn_nets(pretrained=False),
+                infer, score, "O-Net box IoU to fp32 (probe)", metrics)
+
+
 # --- a tiny model for tests ------------------------------------------------------------------
 
 
@@ -220,11 +250,14 @@ def tiny_task(folder: Path, seed: int = 0) -> Task:
 
 
 def get_task(name: str, folder: Path) -> Task:
-    """A task by name: `minilm`, `mobilenetv2` or `tiny` (folder: where `tiny` writes its weights)."""
+    """A task by name: `minilm`, `mobilenetv2`, `mtcnn` or `tiny` (folder: where `mtcnn` and `tiny` write their
+    weights)."""
     if name == "minilm":
         return minilm_task()
     if name in ("mobilenetv2", "mobilenet_v2"):
         return mobilenet_task()
+    if name == "mtcnn":
+        return mtcnn_task(folder)
     if name == "tiny":
         return tiny_task(folder)
     raise ValueError(f"unknown model {name!r}; known: {', '.join([*TASKS, 'tiny'])}")
