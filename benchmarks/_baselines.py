@@ -18,7 +18,7 @@ Install (the Makefile repeats these)::
     pip install --no-deps nncodec==2.1.3   # sdist: builds DeepCABAC with g++, ~2 min on 2 cores
 
 ``nncodec.nnc`` imports ``nncodec.framework`` (PyTorch/TensorFlow adapters, datasets), which needs
-torchvision, opencv, pandas and h5py. The dict API never touches it, so ``_nncodec_compression``
+torchvision, opencv, pandas and h5py. The dict API never touches it, so ``bitladder.eval.schemes.nncodec_module``
 imports ``nncodec.nnc.compression`` with an empty stand-in for that one package and removes the
 stand-in from ``sys.modules`` straight after: nothing but numpy and the compiled DeepCABAC is loaded.
 
@@ -28,34 +28,24 @@ Run ``python benchmarks/_baselines.py`` for a table on all-MiniLM-L6-v2.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import importlib.util
-import io
 import json
 import logging
 import math
-import sys
-import tempfile
 import time
-import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bitladder.eval.schemes import nncodec_module, nncodec_sandbox
+
 logger = logging.getLogger(__name__)
 
 Tensors = Mapping[str, np.ndarray]
 
-_NNC_FRAMEWORK = (
-    "nncodec.framework",
-    "nncodec.framework.tensorflow_model",
-    "nncodec.framework.pytorch_model",
-    "nncodec.framework.use_case_init",
-)
 
 
 @dataclass(frozen=True)
@@ -122,37 +112,6 @@ def zipnn_roundtrip(tensors: Tensors, threads: int = 1) -> BaselineResult:
     )
 
 
-@functools.cache
-def _nncodec_compression() -> types.ModuleType:
-    """Import ``nncodec.nnc.compression`` without its framework adapters (see module docstring)."""
-    if "nncodec.nnc.compression" in sys.modules:
-        return sys.modules["nncodec.nnc.compression"]
-    stubs = {name: types.ModuleType(name) for name in _NNC_FRAMEWORK if name not in sys.modules}
-    package = sys.modules.get(_NNC_FRAMEWORK[0]) or stubs[_NNC_FRAMEWORK[0]]
-    for name in _NNC_FRAMEWORK[1:]:
-        if name in stubs:
-            setattr(package, name.rsplit(".", 1)[1], stubs[name])
-    sys.modules.update(stubs)
-    try:
-        from nncodec.nnc import compression
-    finally:
-        for name, stub in stubs.items():
-            if sys.modules.get(name) is stub:
-                del sys.modules[name]
-    return compression
-
-
-@contextlib.contextmanager
-def _sandboxed() -> Iterator[None]:
-    """Run NNCodec in an empty temporary working directory with its prints swallowed."""
-    with (
-        tempfile.TemporaryDirectory(prefix="nncodec-") as tmp,
-        contextlib.chdir(tmp),
-        contextlib.redirect_stdout(io.StringIO()),
-    ):
-        yield
-
-
 def nncodec_roundtrip(tensors: Tensors, qp: int, nonweight_qp: int = -75) -> BaselineResult:
     """Encode the float32 tensors with NNCodec at ``qp``, decode, return the reconstruction.
 
@@ -164,13 +123,13 @@ def nncodec_roundtrip(tensors: Tensors, qp: int, nonweight_qp: int = -75) -> Bas
     >>> r.decoded["w"].shape, r.exact, r.compressed_bytes < r.source_bytes
     ((256, 256), False, True)
     """
-    compression = _nncodec_compression()
+    compression = nncodec_module()
     # ascontiguousarray also lifts 0-d scalars to shape (1,): NNCodec's encoder indexes shape[0].
     coded = {n: np.ascontiguousarray(a) for n, a in tensors.items() if a.dtype == np.float32}
     raw = {n: a for n, a in tensors.items() if n not in coded}
     if not coded:
         raise ValueError("nncodec_roundtrip needs at least one float32 tensor")
-    with _sandboxed():
+    with nncodec_sandbox():
         start = time.perf_counter()
         stream = compression.compress(coded, bitstream_path=None, qp=qp, nonweight_qp=nonweight_qp,
                                       return_bitstream=True, verbose=False)

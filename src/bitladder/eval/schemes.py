@@ -118,7 +118,7 @@ def _zipnn() -> object:
 
 
 @functools.cache
-def _nncodec_compression() -> types.ModuleType:
+def nncodec_module() -> types.ModuleType:
     """`nncodec.nnc.compression` without its framework adapters (they need torchvision; see benchmarks)."""
     stubs = {name: types.ModuleType(name) for name in _NNC_FRAMEWORK if name not in sys.modules}
     package = sys.modules.get(_NNC_FRAMEWORK[0]) or stubs[_NNC_FRAMEWORK[0]]
@@ -138,7 +138,7 @@ def _nncodec_compression() -> types.ModuleType:
 
 
 @contextlib.contextmanager
-def _sandboxed() -> Iterator[None]:
+def nncodec_sandbox() -> Iterator[None]:
     """NNCodec writes files into the working directory and prints: give it an empty one, swallow the prints."""
     with tempfile.TemporaryDirectory(prefix="nncodec-") as tmp, contextlib.chdir(tmp), \
             contextlib.redirect_stdout(io.StringIO()):
@@ -146,10 +146,10 @@ def _sandboxed() -> Iterator[None]:
 
 
 def _nncodec_pack(tensors: Tensors, qp: int) -> bytes:
-    compression = _nncodec_compression()
+    compression = nncodec_module()
     coded = {n: np.ascontiguousarray(a) for n, a in tensors.items() if a.dtype == np.float32}
     raw = {n: a for n, a in tensors.items() if n not in coded}
-    with _sandboxed():
+    with nncodec_sandbox():
         stream = bytes(compression.compress(coded, bitstream_path=None, qp=qp, nonweight_qp=-75,
                                             return_bitstream=True, verbose=False))
     shapes = {n: list(a.shape) for n, a in coded.items()}
@@ -158,11 +158,11 @@ def _nncodec_pack(tensors: Tensors, qp: int) -> bytes:
 
 
 def _nncodec_unpack(data: bytes) -> dict[str, np.ndarray]:
-    compression = _nncodec_compression()
+    compression = nncodec_module()
     head_size, stream_size = struct.unpack_from("<QQ", data)
     shapes = json.loads(data[16:16 + head_size])
     stream = data[16 + head_size:16 + head_size + stream_size]
-    with _sandboxed():
+    with nncodec_sandbox():
         params = compression.decompress(bytearray(stream), verbose=False)
     out = {n: np.asarray(params[n], np.float32).reshape(shape) for n, shape in shapes.items()}
     out.update(_load_safetensors(data[16 + head_size + stream_size:]))

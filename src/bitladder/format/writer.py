@@ -7,10 +7,10 @@ which every call is refused. Chunks may arrive in any order (the encoder works t
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -57,18 +57,6 @@ def _by_priority(priorities: Priorities, rung: int) -> Schedule:
     return order
 
 
-@dataclass(frozen=True)
-class _Spooled:
-    tensor: int
-    rung: int
-    reaches: int
-    codec: str
-    params: dict[str, Any]
-    sections: tuple[int, ...]
-    spool_offset: int
-    digest: str
-
-
 class PackageWriter:
     """Builds one package file.
 
@@ -98,7 +86,7 @@ class PackageWriter:
         self._path = Path(path)
         self._meta = (model_id, model_version, source, ladder, schedule)
         self._tensors: list[TensorSpec] = []
-        self._chunks: list[_Spooled] = []
+        self._chunks: list[ChunkEntry] = []  # offsets into the spool until `finish` lays them out
         self._spool: IO[bytes] | None = tempfile.TemporaryFile(dir=self._path.parent)
         self._spool_size = 0
 
@@ -122,23 +110,24 @@ class PackageWriter:
             raise ValueError(f"unknown tensor index {tensor}")
         payload = b"".join(encoded.sections)
         spool.write(payload)
-        self._chunks.append(_Spooled(tensor, rung, reaches, encoded.codec, encoded.params,
-                                     tuple(len(s) for s in encoded.sections), self._spool_size, digest(payload)))
+        self._chunks.append(ChunkEntry(tensor, rung, reaches, encoded.codec, encoded.params,
+                                       tuple(len(s) for s in encoded.sections), self._spool_size, digest(payload)))
         self._spool_size += len(payload)
 
-    def _layout(self) -> tuple[Manifest, list[_Spooled]]:
+    def _layout(self) -> tuple[Manifest, list[ChunkEntry]]:
+        """The manifest (file offsets) and the spooled chunks in file order (spool offsets)."""
         model_id, model_version, source, ladder, schedule = self._meta
-        by_rung: dict[int, dict[int, _Spooled]] = {}
+        by_rung: dict[int, dict[int, ChunkEntry]] = {}
         for chunk in self._chunks:
             by_rung.setdefault(chunk.rung, {})[chunk.tensor] = chunk
-        ordered: list[_Spooled] = []
+        ordered: list[ChunkEntry] = []
         for rung in sorted(by_rung):
             scheduler = _by_priority(self._priorities, rung) if schedule == PRIORITY_SCHEDULE else SCHEDULES[schedule]
             ordered += [by_rung[rung][i] for i in scheduler(self._tensors, list(by_rung[rung]))]
         entries, offset = [], 0
-        for c in ordered:
-            entries.append(ChunkEntry(c.tensor, c.rung, c.reaches, c.codec, c.params, c.sections, offset, c.digest))
-            offset += sum(c.sections)
+        for chunk in ordered:
+            entries.append(dataclasses.replace(chunk, offset=offset))
+            offset += chunk.length
         manifest = Manifest(model_id, model_version, source, ladder, schedule, tuple(self._tensors), tuple(entries))
         return manifest, ordered
 
@@ -151,8 +140,8 @@ class PackageWriter:
             with open(tmp, "wb") as out:
                 out.write(manifest.encode())
                 for chunk in ordered:
-                    spool.seek(chunk.spool_offset)
-                    _copy(spool, out, sum(chunk.sections))
+                    spool.seek(chunk.offset)
+                    _copy(spool, out, chunk.length)
             os.replace(tmp, self._path)
         finally:
             tmp.unlink(missing_ok=True)
