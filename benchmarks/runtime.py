@@ -175,7 +175,73 @@ def main() -> None:
             unbuffered = stream_loss(name, package, False, pause, 1.5 * p50)
             mem_inc, mem_atom = rss(name, package, "incremental"), rss(name, package, "atomic")
             rows.append((name, inc, atom, buffered, unbuffered, mem_inc, mem_atom))
+        det = onnx_det()
+        if det is not None:
+            from bitladder.sources.onnx import load_onnx_source
+
+            package = Path(tmp) / "det.blad"
+            bitladder.encode(load_onnx_source(det), package, ladder=LADDER)
+            onnx_results = {mode: onnx_swap(package, mode) for mode in ("rebuild", "inputs")}
     print(table(rows))
+    if det is not None:
+        print()
+        print(onnx_table(det, onnx_results))
+
+
+ONNX_RUNS = 20
+
+
+def onnx_det() -> Path | None:
+    """rapidocr-onnxruntime's text detector (its package __init__ needs cv2; only the file is used)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("rapidocr_onnxruntime")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "models" / "ch_PP-OCRv4_det_infer.onnx"
+
+
+def onnx_swap(package: Path, mode: str) -> dict[str, float]:
+    """Swap cost and latency of `ProgressiveSession` in one mode: rung 0 held, then the exact rung released."""
+    from bitladder.format.reader import Package
+    from bitladder.runtime import PieceQueue
+    from bitladder.runtime.onnx import ProgressiveSession
+
+    opened = Package.open(package)
+    data, first = package.read_bytes(), opened.data_start + opened.manifest.rung_end(0)
+    feed = PieceQueue()
+    for start in range(0, first, PIECE):
+        feed.put(data[start:min(start + PIECE, first)])
+    session = ProgressiveSession(feed, mode=mode, apply="atomic")  # type: ignore[arg-type]
+    image = {"x": np.zeros((1, 3, 640, 640), np.float32)}
+
+    def latency() -> float:
+        session.run(None, image)  # warm-up
+        runs = []
+        for _ in range(ONNX_RUNS):
+            start = time.perf_counter()
+            session.run(None, image)
+            runs.append(time.perf_counter() - start)
+        return statistics.median(runs) * 1000
+
+    at_first = latency()
+    for start in range(first, len(data), PIECE):
+        feed.put(data[start:start + PIECE])
+    feed.close()
+    session.wait()
+    return {"build": session.adapter.build_seconds[-1] * 1000, "first_build": session.adapter.build_seconds[0] * 1000,
+            "lock": session.runtime.swaps[-1][1] * 1000, "first": at_first, "exact": latency()}
+
+
+def onnx_table(model: Path, results: dict[str, dict[str, float]]) -> str:
+    lines = [f"ONNX Runtime adapter, `{model.name}` ({model.stat().st_size / 1e6:.1f} MB), ladder {LADDER}, "
+             f"apply=atomic, 1x3x640x640 input, median of {ONNX_RUNS} runs:", "",
+             "| mode | first-rung session build ms | exact-rung swap: build ms (outside lock) / lock held ms "
+             "| inference p50 ms at int8 | at exact |", "|---|---|---|---|---|"]
+    for mode, r in results.items():
+        lines.append(f"| {mode} | {r['first_build']:.1f} | {r['build']:.1f} / {r['lock']:.3f} | {r['first']:.1f} "
+                     f"| {r['exact']:.1f} |")
+    return "\n".join(lines)
 
 
 def table(rows: list[tuple[Any, ...]]) -> str:

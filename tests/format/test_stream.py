@@ -58,3 +58,23 @@ def test_tensor_before_arrival_is_a_state_error(tiny_package):
         decoder.tensor("layer.weight")
     with pytest.raises(KeyError):
         decoder.tensor("nope")
+
+
+def test_release_frees_a_finished_tensor_and_refuses_an_unfinished_one(tiny_package):
+    decoder = StreamDecoder()
+    manifest_end = 32 + int.from_bytes(tiny_package[8:16], "little")
+    decoder.feed(tiny_package[:manifest_end])
+    decoder.feed(tiny_package[manifest_end:manifest_end + decoder.manifest.rung_end(0)])
+    with pytest.raises(DecoderStateError, match="chunks still to come"):
+        decoder.release("layer.weight")  # at rung 0 of 2: its refinements still need the state
+    decoder.release("layer.bias")  # sent exact in rung 0
+    with pytest.raises(DecoderStateError, match="released"):
+        decoder.tensor("layer.bias")
+    with pytest.raises(KeyError):
+        decoder.release("nope")
+    decoder.feed(tiny_package[manifest_end + decoder.manifest.rung_end(0):])
+    decoder.close()
+    decoder.release("layer.weight")
+    assert decoder.rungs() == {"layer.weight": 2, "layer.bias": 2, "steps": 2}
+    assert set(decoder.tensors()) == {"steps"}
+    assert decoder.tensor("steps").tobytes() == tiny_arrays()["steps"].tobytes()

@@ -42,14 +42,18 @@ def compress(data: bytes | memoryview | NDArray[np.generic], level: int = DEFAUL
     return _compressor(level).compress(data)
 
 
-def decompress(frame: bytes | memoryview, expected_size: int) -> bytes:
-    """Decode one zstd frame that must expand to exactly `expected_size` bytes."""
+def _check_declared(frame: bytes | memoryview, expected_size: int) -> None:
     try:
         declared = zstandard.frame_content_size(frame)
     except zstandard.ZstdError as exc:
         raise ChunkIntegrityError(f"section is not a zstd frame: {exc}") from exc
     if declared != expected_size:
         raise ChunkIntegrityError(f"section declares {declared} bytes, expected {expected_size}")
+
+
+def decompress(frame: bytes | memoryview, expected_size: int) -> bytes:
+    """Decode one zstd frame that must expand to exactly `expected_size` bytes."""
+    _check_declared(frame, expected_size)
     try:
         data = _decompressor().decompress(frame, max_output_size=expected_size)
     except zstandard.ZstdError as exc:
@@ -57,6 +61,50 @@ def decompress(frame: bytes | memoryview, expected_size: int) -> bytes:
     if len(data) != expected_size:
         raise ChunkIntegrityError(f"section decoded to {len(data)} bytes, expected {expected_size}")
     return data
+
+
+class FrameReader:
+    """One zstd frame decoded piece by piece, so that its whole output never sits in memory at once.
+
+    >>> reader = FrameReader(compress(b"abcdef"), 6)
+    >>> reader.read(2), reader.read(4)
+    (b'ab', b'cdef')
+    >>> reader.finish()                          # raises ChunkIntegrityError if bytes are left over
+    """
+
+    def __init__(self, frame: bytes | memoryview, expected_size: int) -> None:
+        _check_declared(frame, expected_size)
+        self._expected = expected_size
+        self._got = 0
+        # A decompressor of its own: several readers of one chunk are open at once.
+        self._reader = zstandard.ZstdDecompressor().stream_reader(frame, read_across_frames=False)
+
+    def read(self, size: int) -> bytes:
+        """Exactly `size` more bytes of the output."""
+        if self._got + size > self._expected:
+            raise ChunkIntegrityError(f"section read past its {self._expected} bytes")
+        pieces, missing = [], size
+        try:
+            while missing:
+                piece = self._reader.read(missing)
+                if not piece:
+                    raise ChunkIntegrityError(f"section decoded to {self._got + size - missing} bytes, "
+                                              f"expected {self._expected}")
+                pieces.append(piece)
+                missing -= len(piece)
+        except zstandard.ZstdError as exc:
+            raise ChunkIntegrityError(f"section does not decode: {exc}") from exc
+        self._got += size
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def finish(self) -> None:
+        """Check that the whole output was read and the frame ends there."""
+        try:
+            extra = self._reader.read(1)
+        except zstandard.ZstdError as exc:
+            raise ChunkIntegrityError(f"section does not decode: {exc}") from exc
+        if self._got != self._expected or extra:
+            raise ChunkIntegrityError(f"section decoded to more or fewer than {self._expected} bytes")
 
 
 def pack_planes(values: NDArray[np.generic], level: int = DEFAULT_LEVEL) -> list[bytes]:

@@ -16,13 +16,14 @@ from numpy.typing import NDArray
 
 from ..errors import ChunkIntegrityError
 from .entropy import (
+    ESCAPE,
+    FrameReader,
     add_offsets,
     apply_offsets,
     compress,
     decompress,
     pack_offsets,
     pack_planes,
-    read_offsets,
     unpack_planes,
 )
 from .floatbits import from_f32, to_f32
@@ -321,18 +322,24 @@ class ExactDelta(ChunkCodec, name="exact-delta"):
             raise ChunkIntegrityError("exact-delta chunk arrived before a lossy rung")
         if spec.dtype != "F32":
             return ExactState(apply_offsets(list(sections), prev.bits(spec)))  # type: ignore[arg-type]
+        _require(len(sections) == 4, f"exact-delta for F32 has 4 sections, got {len(sections)}")
         count = spec.numel
-        low = [np.frombuffer(decompress(section, count), dtype=np.uint8) for section in sections[:2]]
-        codes, where, escaped = read_offsets(list(sections[2:]), count)
+        readers = [FrameReader(section, count) for section in sections[:3]]  # low, next byte, offset codes
         data = np.empty(count, dtype="<u4")
         data_bytes, data_halves = data.view(np.uint8).reshape(-1, 4), data.view("<u2").reshape(-1, 2)
-        # Block by block, so that the half-dozen passes below run in cache rather than in memory.
+        escapes = []
+        # Block by block: the passes run in cache, and no section is ever decoded whole (a tensor's worth of
+        # temporaries would sit next to the tensor being built and the one the model still serves).
         for begin, end, predicted in _prediction_blocks(prev, spec):
-            high = add_offsets(codes[begin:end], predicted.view("<u2")[1::2])
-            data_bytes[begin:end, 0] = low[0][begin:end]
-            data_bytes[begin:end, 1] = low[1][begin:end]
-            data_halves[begin:end, 1] = high
-        data_halves[where, 1] = escaped
+            low, next_low, codes = (np.frombuffer(reader.read(end - begin), dtype=np.uint8) for reader in readers)
+            data_bytes[begin:end, 0] = low
+            data_bytes[begin:end, 1] = next_low
+            data_halves[begin:end, 1] = add_offsets(codes, predicted.view("<u2")[1::2])
+            escapes.append(np.flatnonzero(codes == ESCAPE) + begin)
+        for reader in readers:
+            reader.finish()
+        where = np.concatenate(escapes) if escapes else np.zeros(0, np.intp)
+        data_halves[where, 1] = np.frombuffer(decompress(sections[3], where.size * 2), dtype="<u2")
         return ExactState(data)
 
     @classmethod

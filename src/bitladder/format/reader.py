@@ -68,6 +68,7 @@ class StreamDecoder:
         self._header: Header | None = None
         self.manifest: Manifest | None = None
         self._states: list[TensorState | None] = []
+        self._released: set[int] = set()
         self._reached: list[int] = []
         self._next_chunk = 0
         self._failed: BaseException | None = None
@@ -175,6 +176,34 @@ class StreamDecoder:
             expected = "the manifest" if self.manifest is None else f"chunk {self._next_chunk}"
             raise TruncatedError(f"stream ended at byte {self._consumed + len(self._buffer)} inside {expected}")
 
+    def release(self, name: str) -> None:
+        """Forget a tensor whose last chunk has been decoded, once the caller holds it (its memory is freed
+        when the caller lets go). `rungs()` still reports its rung; `tensor(name)` raises `DecoderStateError`.
+
+        >>> decoder.release("fc.weight")         # doctest: +SKIP
+        """
+        manifest = self._manifest()
+        index = self._index(name)
+        last = max((i for i, entry in enumerate(manifest.chunks) if entry.tensor == index), default=-1)
+        if last >= self._next_chunk:
+            raise DecoderStateError(f"tensor {name!r} has chunks still to come (chunk {last}); it cannot be released")
+        self._states[index] = None
+        self._released.add(index)
+
+    def _index(self, name: str) -> int:
+        for index, spec in enumerate(self._manifest().tensors):
+            if spec.name == name:
+                return index
+        raise KeyError(name)
+
+    def _state(self, index: int) -> TensorState:
+        state = self._states[index]
+        if state is None:
+            name = self._manifest().tensors[index].name
+            what = "was released" if index in self._released else "has not arrived yet"
+            raise DecoderStateError(f"tensor {name!r} {what}")
+        return state
+
     def _manifest(self) -> Manifest:
         if self.manifest is None:
             raise DecoderStateError("the manifest has not arrived yet")
@@ -191,28 +220,20 @@ class StreamDecoder:
 
     def tensor(self, name: str) -> NDArray[np.generic]:
         """The tensor as it stands, in its source dtype (bf16 as uint16 bits), shaped."""
-        manifest = self._manifest()
-        for index, spec in enumerate(manifest.tensors):
-            if spec.name == name:
-                return _materialize(spec, self._states[index])
-        raise KeyError(name)
+        index = self._index(name)
+        return _materialize(self._manifest().tensors[index], self._state(index))
 
     def tensors(self) -> dict[str, NDArray[np.generic]]:
-        """Every tensor that has reached at least its first rung."""
+        """Every tensor that has reached at least its first rung (and was not released)."""
         manifest = self._manifest()
         return {spec.name: _materialize(spec, state)
                 for spec, state in zip(manifest.tensors, self._states, strict=False) if state is not None}
 
     def values(self, name: str) -> NDArray[np.float32]:
         """A float tensor as float32 values at its current rung (dequantized), shaped."""
-        manifest = self._manifest()
-        index = next((i for i, s in enumerate(manifest.tensors) if s.name == name), None)
-        if index is None:
-            raise KeyError(name)
-        state, spec = self._states[index], manifest.tensors[index]
-        if state is None:
-            raise DecoderStateError(f"tensor {name!r} has not arrived yet")
-        return state.values(spec).reshape(spec.shape)
+        index = self._index(name)
+        spec = self._manifest().tensors[index]
+        return self._state(index).values(spec).reshape(spec.shape)
 
 
 def _materialize(spec: TensorSpec, state: TensorState | None) -> NDArray[np.generic]:

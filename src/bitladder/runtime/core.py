@@ -296,14 +296,17 @@ class ProgressiveRuntime(Generic[P]):
             return
         assert self.manifest is not None
         specs = {spec.name: spec for spec in self.manifest.tensors}
+        top = len(self.manifest.ladder.rungs) - 1
         if self._apply == "incremental":
             for name, reaches in latest.items():
                 prepared = self._adapter.prepare(specs[name], decoder)
+                _release_final(decoder, name, reaches, top)
                 staged = self._adapter.stage({name: prepared}, {**self._applied, name: reaches})
                 self._swap(staged, {name: reaches}, per_tensor=True)
             return
         for name, reaches in latest.items():
             self._cache[name] = (self._adapter.prepare(specs[name], decoder), reaches)
+            _release_final(decoder, name, reaches, top)
         cached = sum(self._adapter.nbytes(p) for p, _ in self._cache.values())
         self.cache_peak_bytes = max(self.cache_peak_bytes, cached)
         complete = min(max(rung, self._cache[name][1] if name in self._cache else -1)
@@ -331,6 +334,12 @@ class ProgressiveRuntime(Generic[P]):
         if self._on_update is not None:
             for event in events:
                 self._on_update(event)
+
+
+def _release_final(decoder: StreamDecoder, name: str, reaches: int, top: int) -> None:
+    """Drop the decoder's copy of a tensor at its last rung: the adapter holds it (or shares its memory)."""
+    if reaches == top:
+        decoder.release(name)
 
 
 def _same_package(old: Manifest, new: Manifest) -> None:
