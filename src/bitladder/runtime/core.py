@@ -349,3 +349,33 @@ def _same_package(old: Manifest, new: Manifest) -> None:
     if old.tensors != new.tensors or old.ladder != new.ladder:
         raise PackageMismatchError(f"package {new.model_id!r} version {new.model_version!r} has other tensors "
                                    "or another ladder than the one the model runs")
+
+
+class RuntimeFacade:
+    """What every progressive model (torch module, ONNX session) exposes of its runtime."""
+
+    runtime: ProgressiveRuntime[Any]
+
+    @property
+    def rung(self) -> int:
+        """The lowest rung over all tensors."""
+        return self.runtime.rung
+
+    def rungs(self) -> dict[str, int]:
+        return self.runtime.rungs()
+
+    def wait(self, rung: int | str | None = None, timeout: float | None = None) -> bool:
+        """Block until every tensor reached `rung` (default: the last); False on timeout."""
+        return self.runtime.wait(rung, timeout)
+
+    @property
+    def error(self) -> Exception | None:
+        """Why refinement stopped, if it did; the model keeps serving its last good rung."""
+        return self.runtime.error
+
+    def resume(self, source: Source) -> None:
+        """Continue refining from another copy of the stream."""
+        self.runtime.resume(source)
+
+    def close(self) -> None:
+        self.runtime.close()

@@ -27,7 +27,7 @@ from ..codecs.states import STORAGE, TensorSpec, is_float
 from ..format.reader import StreamDecoder
 from ..format.spec import Manifest
 from ..sources.onnx import ONNX_DTYPES, SKELETON_KEY, fill_proto, weight_protos
-from .core import ApplyMode, ProgressiveRuntime, Update
+from .core import ApplyMode, ProgressiveRuntime, RuntimeFacade, Update
 from .errors import ModelMismatchError, SourceUnavailableError
 from .feed import DEFAULT_PIECE, Source
 
@@ -149,7 +149,7 @@ def _weights_as_inputs(onnx: Any, graph: Any, live: set[str]) -> None:
     graph.graph.node.extend(kept_nodes)
 
 
-class ProgressiveSession:
+class ProgressiveSession(RuntimeFacade):
     """An ONNX Runtime session that serves from the first rung and refines itself in the background.
 
     `model` is the `.onnx` file (with or without its weights); None takes the graph from the package.
@@ -180,19 +180,3 @@ class ProgressiveSession:
     def call_with_rung(self, input_feed: dict[str, Any]) -> tuple[list[Any], int]:
         return self.run_with_rung(None, input_feed)
 
-    @property
-    def rung(self) -> int:
-        return self.runtime.rung
-
-    def rungs(self) -> dict[str, int]:
-        return self.runtime.rungs()
-
-    def wait(self, rung: int | str | None = None, timeout: float | None = None) -> bool:
-        return self.runtime.wait(rung, timeout)
-
-    @property
-    def error(self) -> Exception | None:
-        return self.runtime.error
-
-    def close(self) -> None:
-        self.runtime.close()

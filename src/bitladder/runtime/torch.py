@@ -16,7 +16,7 @@ import torch
 
 from ..codecs.states import TensorSpec, is_float
 from ..format.reader import StreamDecoder
-from .core import ApplyMode, ProgressiveRuntime, Update
+from .core import ApplyMode, ProgressiveRuntime, RuntimeFacade, Update
 from .errors import ModelMismatchError
 from .feed import DEFAULT_PIECE, Source
 
@@ -57,7 +57,7 @@ class TorchAdapter:
             self._targets[name].data = tensor
 
 
-class ProgressiveModel:
+class ProgressiveModel(RuntimeFacade):
     """An `nn.Module` that serves from the first rung and refines itself in the background.
 
     `apply="incremental"` swaps each tensor as soon as its refinement verifies (mixed precision meanwhile);
@@ -94,22 +94,3 @@ class ProgressiveModel:
         kwargs.setdefault("buffer", self.buffer)
         return StreamRunner(self.call_with_rung, **kwargs)
 
-    @property
-    def rung(self) -> int:
-        return self.runtime.rung
-
-    def rungs(self) -> dict[str, int]:
-        return self.runtime.rungs()
-
-    def wait(self, rung: int | str | None = None, timeout: float | None = None) -> bool:
-        return self.runtime.wait(rung, timeout)
-
-    @property
-    def error(self) -> Exception | None:
-        return self.runtime.error
-
-    def resume(self, source: Source) -> None:
-        self.runtime.resume(source)
-
-    def close(self) -> None:
-        self.runtime.close()
