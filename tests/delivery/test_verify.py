@@ -29,7 +29,7 @@ def test_any_split_verifies(data: bytes, seed: int) -> None:
     cuts = sorted(np.random.default_rng(seed).choice(len(data), 20, replace=False).tolist())
     verifier = PackageVerifier()
     chunks = []
-    for a, b in zip([0, *cuts], [*cuts, len(data)]):
+    for a, b in zip([0, *cuts], [*cuts, len(data)], strict=False):
         chunks += verifier.feed(data[a:b])
     verifier.close()
     assert verifier.manifest is not None and chunks == list(range(len(verifier.manifest.chunks)))

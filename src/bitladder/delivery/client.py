@@ -47,8 +47,8 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 class Sink(Protocol):
     """What a download feeds: a `StreamDecoder`, or a `PackageVerifier` for digest-only checks."""
 
-    manifest: Manifest | None
-
+    @property
+    def manifest(self) -> Manifest | None: ...
     @property
     def position(self) -> int: ...
     @property

@@ -136,7 +136,7 @@ def load_trace(path: str | Path) -> tuple[tuple[float, float], ...]:
                         raise ConfigError(f"{path}:{number}: expected 'time_s,bit_per_s', got {row!r}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read trace {path}: {exc}") from exc
-    if not rows or any(b[0] <= a[0] for a, b in zip(rows, rows[1:])):
+    if not rows or any(b[0] <= a[0] for a, b in zip(rows, rows[1:], strict=False)):
         raise ConfigError(f"{path}: trace is empty or its times do not increase")
     return tuple(rows)
 

@@ -127,7 +127,7 @@ def catalog_entry(path: Path) -> dict[str, Any]:
         os.close(fd)
     data_start = HEADER_SIZE + Header.unpack(header).manifest_length
     rungs = [{"name": rung.name, "bytes": nbytes, "end": data_start + manifest.rung_end(index)}
-             for index, (rung, nbytes) in enumerate(zip(manifest.ladder.rungs, manifest.rung_bytes()))]
+             for index, (rung, nbytes) in enumerate(zip(manifest.ladder.rungs, manifest.rung_bytes(), strict=False))]
     return {"name": path.name, "url": f"/models/{path.name}", "id": manifest.model_id,
             "version": manifest.model_version, "size": size, "etag": strong_etag(header, size),
             "digest": manifest.source.get("digest"), "rungs": rungs, "tensors": len(manifest.tensors)}

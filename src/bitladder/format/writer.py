@@ -87,7 +87,8 @@ class PackageWriter:
         self._meta = (model_id, model_version, source, ladder, schedule)
         self._tensors: list[TensorSpec] = []
         self._chunks: list[ChunkEntry] = []  # offsets into the spool until `finish` lays them out
-        self._spool: IO[bytes] | None = tempfile.TemporaryFile(dir=self._path.parent)
+        # Open across calls until finish() or abort() closes it, so no context manager.
+        self._spool: IO[bytes] | None = tempfile.TemporaryFile(dir=self._path.parent)  # noqa: SIM115
         self._spool_size = 0
 
     def _open_spool(self) -> IO[bytes]:

@@ -10,13 +10,12 @@ import queue
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Union
 
 from ..format.reader import StreamDecoder
 from .errors import SourceUnavailableError
 
 DEFAULT_PIECE = 64 * 1024
-Source = Union[str, os.PathLike, StreamDecoder, Iterable[bytes]]
+Source = str | os.PathLike[str] | StreamDecoder | Iterable[bytes]
 
 
 def file_pieces(path: str | os.PathLike[str], piece_size: int = DEFAULT_PIECE) -> Iterator[bytes]:
