@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import httpx
 
 from ..errors import DecoderStateError, FormatError
-from ..format.reader import StreamDecoder, TensorUpdate
+from ..format.reader import StreamDecoder
 from ..format.spec import HEADER_SIZE, Header, Manifest
 from .errors import (
     AuthError,
@@ -119,7 +119,6 @@ class Download:
         self._header: Header | None = None
         self._first = bytearray()
         self._failed_at: int | None = None
-        self._reported = 0  # chunks whose updates have been handed out
         self._target: int | None = None
         headers = {"Accept-Encoding": "identity"}
         if token:
@@ -269,32 +268,16 @@ class Download:
                 updates = self.sink.feed(piece)
             except FormatError as exc:
                 failure = exc
+            self._record_events()
             if failure is not None:
-                yield from self._missed_updates()
+                yield from failure.updates  # the chunks of this piece that verified before the bad one
                 self._refetch(failure)
                 return
-            self._record_events()
-            self._reported += len(updates)
             yield from updates
             if self._done():
                 return
         if end is not None and self.offset < end or end is None and not self._done():
             raise _Retryable(f"body ended at byte {self.offset}, expected {end if end is not None else 'more'}")
-
-    def _missed_updates(self) -> list[Any]:
-        """Chunks that verified in a `feed` call that then raised (their updates went down with it)."""
-        manifest = self.sink.manifest
-        if manifest is None or self._header is None:
-            return []
-        self._record_events()
-        data_start = HEADER_SIZE + self._header.manifest_length
-        verified = sum(1 for c in manifest.chunks if data_start + c.end <= self.sink.position)
-        missed = range(self._reported, verified)
-        self._reported = verified
-        if not isinstance(self.sink, StreamDecoder):
-            return list(missed)
-        return [TensorUpdate(manifest.tensors[manifest.chunks[i].tensor].name, manifest.chunks[i].tensor, i,
-                             manifest.chunks[i].rung, manifest.chunks[i].reaches) for i in missed]
 
     def _refetch(self, exc: FormatError) -> None:
         """A chunk failed verification: drop it and fetch it again once; a second failure is fatal."""

@@ -85,18 +85,21 @@ class PackageVerifier:
     def _feed_chunks(self, view: memoryview) -> list[int]:
         assert self.manifest is not None
         verified: list[int] = []
-        while len(view):
-            if self.finished:
-                raise FormatError(f"{len(view)} bytes after the last chunk at offset {self._consumed}")
-            entry = self.manifest.chunks[self._next_chunk]
-            take = min(entry.length - self._chunk_got, len(view))
-            self._hasher.update(view[:take])
-            self._chunk_got += take
-            view = view[take:]
-            if self._chunk_got == entry.length:
-                index = self._next_chunk
-                self._check(index)
-                verified.append(index)
+        try:
+            while len(view):
+                if self.finished:
+                    raise FormatError(f"{len(view)} bytes after the last chunk at offset {self._consumed}")
+                entry = self.manifest.chunks[self._next_chunk]
+                take = min(entry.length - self._chunk_got, len(view))
+                self._hasher.update(view[:take])
+                self._chunk_got += take
+                view = view[take:]
+                if self._chunk_got == entry.length:
+                    self._check(self._next_chunk)
+                    verified.append(self._next_chunk - 1)
+        except FormatError as exc:
+            exc.updates = verified  # as StreamDecoder does: the chunks that verified before the failure
+            raise
         return verified
 
     def _check(self, index: int) -> None:
