@@ -47,7 +47,9 @@ class Adapter(Protocol[P]):
 
     def stage(self, batch: dict[str, P], rungs: dict[str, int]) -> Any: ...
 
-    def commit(self, staged: Any) -> None: ...
+    def commit(self, staged: Any) -> Any:
+        """Install `staged`; returns what it replaced, which the runtime frees after the swap's lock."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -321,9 +323,10 @@ class ProgressiveRuntime(Generic[P]):
         before = self.rung if self._applied else -1
         with self._lock.write():
             start = time.perf_counter()  # time held, not time waiting for a forward pass to end
-            self._adapter.commit(staged)
+            retired = self._adapter.commit(staged)
             self._applied.update(reached)
             seconds = time.perf_counter() - start
+        del retired  # freeing the replaced tensors or session takes time: not while inference waits
         at = time.monotonic()
         events = [Update(name, rung, at, seconds) for name, rung in reached.items()] if per_tensor else []
         self.swaps.append((next(iter(reached)) if per_tensor else None, seconds))

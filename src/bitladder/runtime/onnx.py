@@ -107,11 +107,13 @@ class OnnxAdapter:
         self.build_seconds.append(time.perf_counter() - start)
         return session, feeds, current
 
-    def commit(self, staged: tuple[Any, dict[str, Any], dict[str, Any]]) -> None:
+    def commit(self, staged: tuple[Any, dict[str, Any], dict[str, Any]]) -> Any:
+        retired = (self.session, self.current)
         session, self.feeds, self.current = staged
         if self.feeds:
             self._inputs_session = session
         self.session = session
+        return retired
 
     def _session(self, weights: dict[str, NDArray[Any]], live: set[str]) -> Any:
         graph = self._onnx.ModelProto()

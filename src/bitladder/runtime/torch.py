@@ -52,9 +52,11 @@ class TorchAdapter:
     def stage(self, batch: dict[str, torch.Tensor], rungs: dict[str, int]) -> dict[str, torch.Tensor]:
         return batch
 
-    def commit(self, staged: dict[str, torch.Tensor]) -> None:
+    def commit(self, staged: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        retired = [self._targets[name].data for name in staged]
         for name, tensor in staged.items():
             self._targets[name].data = tensor
+        return retired
 
 
 class ProgressiveModel(RuntimeFacade):
