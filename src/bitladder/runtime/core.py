@@ -121,6 +121,12 @@ class ProgressiveRuntime(Generic[P]):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._running = False
+        # Incremental mode: the stream thread hands prepared tensors to a swap thread, so that reading and
+        # decoding never wait for a forward pass to end (a stalled reader would stall the download too).
+        self._outbox: dict[str, tuple[P, int]] = {}
+        self._outbox_cond = threading.Condition()
+        self._feeding_done = False
+        self._swapper: threading.Thread | None = None
         self.manifest: Manifest | None = None
         self.error: BitladderError | None = None
         self.swaps: list[tuple[str | None, float]] = []
@@ -199,6 +205,10 @@ class ProgressiveRuntime(Generic[P]):
             log.error("refinement stopped at rung %d, model keeps serving it: %s", self.rung, error)
             return
         self._running = True
+        self._feeding_done = False
+        if self._apply == "incremental":
+            self._swapper = threading.Thread(target=self._swap_outbox, daemon=True, name="bitladder-swap")
+            self._swapper.start()
         self._thread = threading.Thread(target=self._consume, args=(decoder, pieces), daemon=True,
                                         name="bitladder-refine")
         self._thread.start()
@@ -284,10 +294,44 @@ class ProgressiveRuntime(Generic[P]):
             self.error = exc
             log.error("refinement stopped: %s", exc)
         finally:
+            with self._outbox_cond:
+                self._feeding_done = True
+                self._outbox_cond.notify_all()
+            if self._swapper is not None:
+                self._swapper.join()  # what verified is swapped in before the stream counts as ended
+                self._swapper = None
             with self._cond:
                 self._running = False
                 self._cache.clear()
                 self._cond.notify_all()
+
+    def _swap_outbox(self) -> None:
+        """Swap in everything the stream thread prepared, at each chance between two forward passes."""
+        while True:
+            with self._outbox_cond:
+                self._outbox_cond.wait_for(lambda: bool(self._outbox) or self._feeding_done)
+                if not self._outbox or self._stop.is_set():
+                    return
+                ready, self._outbox = self._outbox, {}
+            reached = {name: rung for name, (_, rung) in ready.items()}
+            try:
+                staged = self._adapter.stage({name: prepared for name, (prepared, _) in ready.items()},
+                                             {**self._applied, **reached})
+                self._swap(staged, reached, per_tensor=True)
+            except BitladderError as exc:
+                self.error = exc
+                self._stop.set()
+                log.error("refinement stopped: %s", exc)
+                return
+
+    def _hand_over(self, name: str, prepared: P, reaches: int) -> None:
+        if self._swapper is None:  # no stream thread yet: refinements that came with the first rung's bytes
+            staged = self._adapter.stage({name: prepared}, {**self._applied, name: reaches})
+            self._swap(staged, {name: reaches}, per_tensor=True)
+            return
+        with self._outbox_cond:
+            self._outbox[name] = (prepared, reaches)
+            self._outbox_cond.notify_all()
 
     def _apply_updates(self, decoder: StreamDecoder, updates: list[TensorUpdate]) -> None:
         latest: dict[str, int] = {}
@@ -303,8 +347,7 @@ class ProgressiveRuntime(Generic[P]):
             for name, reaches in latest.items():
                 prepared = self._adapter.prepare(specs[name], decoder)
                 _release_final(decoder, name, reaches, top)
-                staged = self._adapter.stage({name: prepared}, {**self._applied, name: reaches})
-                self._swap(staged, {name: reaches}, per_tensor=True)
+                self._hand_over(name, prepared, reaches)
             return
         for name, reaches in latest.items():
             self._cache[name] = (self._adapter.prepare(specs[name], decoder), reaches)
