@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from .report import horizon  # noqa: E402
 from .scenario import EvalResult  # noqa: E402
@@ -58,9 +59,10 @@ def _timeline(result: EvalResult, folder: Path) -> str:
     fig, ax = plt.subplots(figsize=(8, 0.6 * len(result.runs) + 1.5))
     for y, run in enumerate(result.runs):
         start = 0.0
-        for name, at in run.milestones:
+        for index, (name, at) in enumerate(run.milestones):
             ax.barh(y, at - start, left=start, edgecolor="black", alpha=0.6)
-            ax.text(at, y, f" {name}", va="center", fontsize=7)
+            # Alternate above and below the bar centre: milestones (fetched, loaded) can be a hair apart.
+            ax.text(at, y + (0.2 if index % 2 else -0.2), f" {name}", va="center", fontsize=7)
             start = at
         if run.ttfi is not None:
             ax.plot([run.ttfi], [y], "k^")
@@ -70,7 +72,7 @@ def _timeline(result: EvalResult, folder: Path) -> str:
     return _save(fig, folder, "timeline.png")
 
 
-def _save(fig: plt.Figure, folder: Path, name: str) -> str:
+def _save(fig: Figure, folder: Path, name: str) -> str:
     fig.tight_layout()
     fig.savefig(folder / name, dpi=110)
     plt.close(fig)
