@@ -25,6 +25,7 @@ import sys
 import tempfile
 import types
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import zstandard
@@ -109,7 +110,7 @@ def _unbundle(data: bytes) -> dict[str, tuple[np.dtype, tuple[int, ...], bytes]]
     return out
 
 
-def _zipnn() -> object:
+def _zipnn() -> Any:
     try:
         from zipnn import ZipNN
     except ImportError as exc:
@@ -134,7 +135,8 @@ def nncodec_module() -> types.ModuleType:
         for name, stub in stubs.items():
             if sys.modules.get(name) is stub:
                 del sys.modules[name]
-    return compression
+    module: types.ModuleType = compression
+    return module
 
 
 @contextlib.contextmanager

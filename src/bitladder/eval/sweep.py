@@ -85,7 +85,8 @@ def _plots(rows: list[dict[str, Any]], folder: Path) -> None:
     gain_ax.legend(fontsize=8)
     fig.tight_layout()
     for ax, name in ((size_ax, "size_vs_quality.png"), (gain_ax, "ttfi_gain.png")):
-        extent = ax.get_tightbbox(fig.canvas.get_renderer()).transformed(fig.dpi_scale_trans.inverted())
+        renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]  # Agg canvas has one
+        extent = ax.get_tightbbox(renderer).transformed(fig.dpi_scale_trans.inverted())
         fig.savefig(folder / name, dpi=110, bbox_inches=extent.expanded(1.05, 1.1))
     plt.close(fig)
 

@@ -109,7 +109,7 @@ def minilm_task() -> Task:
             hidden = module(**probe).last_hidden_state
         return _pooled(hidden, probe["attention_mask"])
 
-    return Task("minilm", folder / "model.safetensors", _minilm_state, lambda: BertModel(config).eval(),
+    return Task("minilm", folder / "model.safetensors", _minilm_state, lambda: BertModel(config).eval(),  # type: ignore[no-untyped-call]
                 infer, cosine_score, "cosine to fp32 (probe)", functools.partial(_minilm_metrics, tokenizer))
 
 
