@@ -105,3 +105,17 @@ def test_tiny_model_end_to_end_over_a_fast_link(tmp_path: Path):
     assert metrics["claims"]["package_bytes"] == package.total_bytes
     assert {p.name for p in report.parent.glob("*.png")} == {"quality_vs_time.png", "bytes_per_rung.png",
                                                             "timeline.png"}
+
+
+@pytest.mark.slow
+def test_a_text_encoder_folder_is_a_model_path(tmp_path) -> None:
+    from bitladder.eval.models import minilm_dir
+    from bitladder.eval.tasks import get_task
+
+    task = get_task(str(minilm_dir()), tmp_path)
+    assert task.name == "model" and task.source == minilm_dir() / "model.safetensors"
+    module = task.module(task.load_state())
+    answer = task.infer(module)
+    assert answer.shape[0] == 8 and task.score(answer, answer) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="config.json"):
+        get_task(str(tmp_path), tmp_path)

