@@ -159,9 +159,12 @@ class ProgressiveRuntime(Generic[P]):
         Raises the stream's error (or `RuntimeUpdateError` if it ended early) when `rung` cannot come.
         """
         assert self.manifest is not None
-        target = len(self.manifest.ladder.rungs) - 1 if rung is None else self.rung_index(rung)
+        top = len(self.manifest.ladder.rungs) - 1
+        target = top if rung is None else self.rung_index(rung)
+        # At the last rung, also wait for the stream threads to end, so that a caller may exit right after.
         with self._cond:
-            self._cond.wait_for(lambda: self.rung >= target or not self._running, timeout)
+            self._cond.wait_for(lambda: (self.rung >= target and (target < top or not self._running))
+                                or not self._running, timeout)
             if self.rung >= target:
                 return True
             if self._running:
