@@ -103,7 +103,7 @@ class SchemeRun:
     inputs: int = 0
     dropped: int = 0
     waited: int = 0       # inputs that arrived before the first answer (dropped, or buffered when buffering)
-    stall_p99: float = 0.0
+    latency_p99: float = 0.0
     exact: bool = False
 
 
@@ -173,7 +173,7 @@ def _finish_run(run: SchemeRun, driver: _Driver, task: Task, t0: float) -> Schem
         first = t0 + run.ttfi
         run.waited = sum(1 for r in records if r.arrival < first) - 1
         steady = [r.latency for r in answered if r.arrival >= first and r.latency is not None]
-        run.stall_p99 = float(np.percentile(steady, 99)) if steady else 0.0
+        run.latency_p99 = float(np.percentile(steady, 99)) if steady else 0.0
     return run
 
 
