@@ -59,7 +59,7 @@ class StreamDecoder:
     >>> decoder = StreamDecoder()
     >>> for piece in pieces:                       # doctest: +SKIP
     ...     for update in decoder.feed(piece):
-    ...         print(update.name, decoder.ladder.rungs[update.reaches].name)
+    ...         print(update.name, decoder.manifest.ladder.rungs[update.reaches].name)
     """
 
     def __init__(self) -> None:

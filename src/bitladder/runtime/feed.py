@@ -106,5 +106,6 @@ class PieceQueue:
         if item is self._END:
             self._queue.put(self._END)  # stay exhausted
             raise StopIteration
-        assert isinstance(item, (bytes, bytearray, memoryview))
+        if not isinstance(item, (bytes, bytearray, memoryview)):
+            raise TypeError(f"pieces must be bytes, got {type(item).__name__}")
         return bytes(item)
