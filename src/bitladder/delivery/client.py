@@ -25,7 +25,7 @@ import httpx
 
 from ..errors import DecoderStateError, FormatError
 from ..format.reader import StreamDecoder
-from ..format.spec import HEADER_SIZE, Header, Manifest
+from ..format.spec import HEADER_SIZE, Manifest
 from .errors import (
     AuthError,
     ConfigError,
@@ -49,6 +49,8 @@ class Sink(Protocol):
 
     @property
     def manifest(self) -> Manifest | None: ...
+    @property
+    def data_start(self) -> int | None: ...
     @property
     def position(self) -> int: ...
     @property
@@ -116,8 +118,6 @@ class Download:
         self.total: int | None = None
         self._want_rung = rung
         self._rung: int | None = None
-        self._header: Header | None = None
-        self._first = bytearray()
         self._failed_at: int | None = None
         self._target: int | None = None
         headers = {"Accept-Encoding": "identity"}
@@ -141,10 +141,9 @@ class Download:
         """Byte offset where the download ends (None: not known until the manifest arrives)."""
         if self._target is not None:
             return self._target
-        manifest = self.sink.manifest
-        if manifest is None or self._header is None or not self.events:
+        manifest, start = self.sink.manifest, self.sink.data_start
+        if manifest is None or start is None or not self.events:
             return None
-        start = HEADER_SIZE + self._header.manifest_length
         last = len(manifest.ladder.rungs) - 1
         self._target = start + (manifest.data_length if self._rung in (None, last) else manifest.rung_end(self._rung))
         return self._target
@@ -171,8 +170,8 @@ class Download:
             self._client.close()
 
     def _full_end(self) -> int | None:
-        manifest, header = self.sink.manifest, self._header
-        return None if manifest is None or header is None else HEADER_SIZE + header.manifest_length + manifest.data_length
+        manifest, start = self.sink.manifest, self.sink.data_start
+        return None if manifest is None or start is None else start + manifest.data_length
 
     def _done(self) -> bool:
         target = self.target()
@@ -197,9 +196,7 @@ class Download:
             return target
         if self._want_rung is None:
             return None
-        if self._header is not None:
-            return HEADER_SIZE + self._header.manifest_length
-        return PROBE
+        return PROBE if self.sink.data_start is None else self.sink.data_start
 
     def _attempt(self) -> Iterator[Any]:
         start, end = self.offset, self._range_end()
@@ -264,7 +261,6 @@ class Download:
             self.stats.received += len(piece)
             failure: FormatError | None = None
             try:
-                self._remember_header(piece)
                 updates = self.sink.feed(piece)
             except FormatError as exc:
                 failure = exc
@@ -287,24 +283,12 @@ class Download:
         self._failed_at = position
         self.stats.refetches += 1
         self.stats.discarded += self.sink.pending
-        # The traceback holds the decoder's frame and its memoryview of the buffer; drop it so that
-        # rewind() may resize the buffer (StreamDecoder._step does not release a view that failed to parse).
-        exc.__traceback__ = None
         self.sink.rewind()
-        if position < HEADER_SIZE:
-            self._first.clear()
         log.warning("%s: %s; fetching again from byte %d", self.url, exc, position)
-
-    def _remember_header(self, piece: bytes) -> None:
-        if self._header is not None:
-            return
-        self._first += piece[:HEADER_SIZE - len(self._first)]
-        if len(self._first) == HEADER_SIZE:
-            self._header = Header.unpack(bytes(self._first))
 
     def _record_events(self) -> None:
         manifest = self.sink.manifest
-        if manifest is None or self._header is None:
+        if manifest is None:
             return
         if not self.events:
             self._start_events(manifest)
@@ -316,7 +300,8 @@ class Download:
                 event.verified = now
 
     def _start_events(self, manifest: Manifest) -> None:
-        assert self._header is not None
+        data_start = self.sink.data_start
+        assert data_start is not None  # the manifest follows the header
         try:
             if isinstance(self._want_rung, str):
                 self._rung = manifest.ladder.index(self._want_rung)
@@ -324,7 +309,6 @@ class Download:
                 self._rung = manifest.ladder.index(manifest.ladder.names[self._want_rung])
         except (ValueError, IndexError) as exc:
             raise ConfigError(f"{self.url}: rung {self._want_rung!r}: {exc}") from exc
-        data_start = HEADER_SIZE + self._header.manifest_length
         for index, rung in enumerate(manifest.ladder.rungs):
             if self._rung is None or index <= self._rung:
                 self.events.append(RungEvent(index, rung.name, data_start + manifest.rung_end(index)))
@@ -351,6 +335,10 @@ class _VerifiedPieces:
     @property
     def manifest(self) -> Manifest | None:
         return self._verifier.manifest
+
+    @property
+    def data_start(self) -> int | None:
+        return self._verifier.data_start
 
     @property
     def position(self) -> int:

@@ -43,10 +43,9 @@ class PackageVerifier:
         return self.manifest is not None and self._next_chunk == len(self.manifest.chunks)
 
     @property
-    def data_start(self) -> int:
-        if self._header is None:
-            raise DecoderStateError("the header has not arrived yet")
-        return HEADER_SIZE + self._header.manifest_length
+    def data_start(self) -> int | None:
+        """File offset of the first chunk, once the header has arrived (as `StreamDecoder.data_start`)."""
+        return None if self._header is None else HEADER_SIZE + self._header.manifest_length
 
     def rewind(self) -> int:
         self._head.clear()
@@ -68,7 +67,7 @@ class PackageVerifier:
             raise
 
     def _feed_head(self, view: memoryview) -> memoryview:
-        need = HEADER_SIZE if self._header is None else self.data_start - self._consumed
+        need = HEADER_SIZE if self._header is None else HEADER_SIZE + self._header.manifest_length - self._consumed
         take = min(need - len(self._head), len(view))
         self._head += view[:take]
         view = view[take:]
@@ -79,7 +78,7 @@ class PackageVerifier:
             self._consumed, self._head = HEADER_SIZE, bytearray()
             return self._feed_head(view)
         self.manifest = Manifest.decode(self._header, memoryview(self._head))
-        self._consumed, self._head = self.data_start, bytearray()
+        self._consumed, self._head = HEADER_SIZE + self._header.manifest_length, bytearray()
         return view
 
     def _feed_chunks(self, view: memoryview) -> list[int]:
