@@ -91,6 +91,29 @@ def test_back_to_back_requests_share_the_link() -> None:
     assert clock.now() == pytest.approx(2.0)
 
 
+def test_a_busy_reader_loses_no_link_time_within_the_receive_window() -> None:
+    """Bytes keep arriving into the socket buffer while the reader works; beyond the window the link idles."""
+    def fetch(pause: float) -> float:
+        clock = VirtualClock()
+        with _client(bytes(1_000_000), Link(rate=8e6, rtt=0.0), clock).stream("GET", "http://test/x") as response:
+            for index, _ in enumerate(response.iter_bytes()):
+                if index == 10:
+                    clock.sleep(pause)  # the reader is busy (a decode, a swap, an overslept sleep)
+        return clock.now()
+
+    assert fetch(0.0) == pytest.approx(1.0)
+    assert fetch(0.02) == pytest.approx(1.0)  # 20 KB late: inside the 256 KiB window
+    assert fetch(1.0) == pytest.approx(2.0 - 256 * 1024 / 1e6)  # only a window's worth was buffered
+
+
+def test_a_link_carries_no_bytes_before_the_response_starts() -> None:
+    clock = VirtualClock()
+    client = _client(bytes(125_000), Link(rate=1e6, rtt=0.0), clock)
+    clock.sleep(5.0)  # idle link: its time is not banked for the next response
+    client.get("http://test/x")
+    assert clock.now() == pytest.approx(6.0)
+
+
 def test_loss_stalls_are_deterministic() -> None:
     times = []
     for _ in range(2):

@@ -25,6 +25,7 @@ import httpx
 from .errors import ConfigError
 
 _PIECE = 16 * 1024  # bytes released at a time: fine enough that a 5 Mbit/s link ticks every 26 ms
+_RECEIVE_WINDOW = 256 * 1024  # a typical TCP receive buffer (Linux autotunes from 128 KiB up to MiBs)
 
 
 class Clock(Protocol):
@@ -151,8 +152,15 @@ class _Shaper:
     free_at: float = 0.0
     dice: random.Random = field(default_factory=random.Random)
 
+    def begin(self) -> None:
+        """A response starts now: the link cannot have carried any of it before."""
+        self.free_at = max(self.free_at, self.clock.now() - self.epoch)
+
     def release(self, nbytes: int) -> None:
-        start = max(self.clock.now() - self.epoch, self.free_at)
+        now = self.clock.now() - self.epoch
+        # The receiver's socket buffer keeps taking bytes while the reader is busy or a sleep overslept, so
+        # the link idles only once a whole receive window would have waited unread.
+        start = max(self.free_at, now - (self.link.finish_time(now, _RECEIVE_WINDOW) - now))
         finish = self.link.finish_time(start, nbytes)
         if self.link.loss and self.dice.random() < self.link.loss:
             finish += self.link.stall
@@ -166,6 +174,7 @@ class _ShapedStream(httpx.SyncByteStream):
         self._shaper = shaper
 
     def __iter__(self) -> Iterator[bytes]:
+        self._shaper.begin()
         for data in self._inner:
             for start in range(0, len(data), _PIECE):
                 piece = data[start:start + _PIECE]
