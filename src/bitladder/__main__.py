@@ -1,0 +1,5 @@
+"""`python -m bitladder ...` runs the command-line tool."""
+
+from bitladder.cli import main
+
+raise SystemExit(main())
