@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
@@ -21,6 +22,8 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "PHOTOS",
+    "astronaut",
+    "face_mosaic",
     "imagenet_photos",
     "lee_document_pairs",
     "lee_sentences",
@@ -187,3 +190,51 @@ def lfw_faces() -> tuple[np.ndarray, np.ndarray]:
     """
     images = np.load(_package_file("skimage", "data/lfw_subset.npy")).astype(np.float32)
     return images, np.arange(len(images)) < len(images) // 2
+
+
+def face_mosaic(faces: Sequence[int], columns: int, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """A grey "group photo": LFW face crops ``faces`` (indices below 100 of :func:`lfw_faces`) in a
+    checkerboard with the background crops of the same photos (index + 100), each upscaled (bilinear) to
+    ``side`` x ``side``; RGB uint8 (grey in all three channels), and the face tiles as (x1, y1, x2, y2) boxes.
+
+    Face and background cells alternate along rows and columns (a face's neighbours are real backgrounds);
+    cells are filled row by row and the last row may end early. Deterministic.
+
+    >>> image, boxes = face_mosaic([0, 1, 2], columns=3, side=50)
+    >>> image.shape, boxes.tolist()
+    ((100, 150, 3), [[0.0, 0.0, 50.0, 50.0], [100.0, 0.0, 150.0, 50.0], [50.0, 50.0, 100.0, 100.0]])
+    """
+    crops, labels = lfw_faces()
+    count = int(labels.sum())
+    if not faces or min(faces) < 0 or max(faces) >= count:
+        raise ValueError(f"faces must be indices of LFW faces (0..{count - 1}), got {list(faces)}")
+    if columns < 1 or side < 1:
+        raise ValueError(f"columns and side must be >= 1, got {columns} and {side}")
+    tiles = iter([_upscaled(crops[i], side) for i in faces])
+    backgrounds = iter([_upscaled(crops[i + count], side) for i in faces])
+    rows = -(-2 * len(faces) // columns)
+    canvas = np.zeros((rows * side, columns * side), np.uint8)
+    boxes = []
+    # the first 2n cells of a row-major checkerboard hold n face cells and n background cells
+    for cell in range(2 * len(faces)):
+        r, c = divmod(cell, columns)
+        is_face = (r + c) % 2 == 0
+        canvas[r * side:(r + 1) * side, c * side:(c + 1) * side] = next(tiles if is_face else backgrounds)
+        if is_face:
+            boxes.append((c * side, r * side, (c + 1) * side, (r + 1) * side))
+    return np.repeat(canvas[:, :, None], 3, axis=2), np.asarray(boxes, dtype=np.float64)
+
+
+def _upscaled(crop: np.ndarray, side: int) -> np.ndarray:
+    grey = Image.fromarray(np.round(crop * 255).astype(np.uint8))
+    return np.asarray(grey.resize((side, side), Image.Resampling.BILINEAR))
+
+
+def astronaut() -> np.ndarray:
+    """scikit-image's ``astronaut`` (Eileen Collins, one frontal face) as a 512x512 RGB uint8 array.
+
+    >>> astronaut().shape
+    (512, 512, 3)
+    """
+    with Image.open(_package_file("skimage", "data/astronaut.png")) as image:
+        return np.asarray(image.convert("RGB"))

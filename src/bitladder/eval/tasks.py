@@ -207,30 +207,36 @@ def _mobilenet_metrics(module: torch.nn.Module, reference: torch.nn.Module) -> d
 
 
 def mtcnn_task(folder: Path) -> Task:
-    """MTCNN's three nets (written to `folder/mtcnn.safetensors`); probe: 4 faces + 4 background crops of
-    LFW; metrics on all 200. The cascade runs one window per crop, see `bitladder.eval.mtcnn`."""
+    """MTCNN face detection (`bitladder.eval.mtcnn.detect`), its three nets written to
+    `folder/mtcnn.safetensors`. Answers are detections padded to a fixed size, scored by `box_set_score`.
+
+    Probe: a mosaic of LFW faces 0-7 (56 pixels) among background crops. Calibration: faces 8-23 (64 pixels)
+    beside scikit-image's astronaut photo. Metrics: all 100 LFW faces at 48, 72 and 96 pixels (three mosaics)
+    against their tiles and against fp32's detections (`detection_metrics`).
+    """
+    import weakref
+
     from safetensors.numpy import load_file, save_file
 
-    from .data import lfw_faces
-    from .mtcnn import box_iou, cascade, cascade_metrics, mtcnn_nets
+    from .data import astronaut, face_mosaic
+    from .mtcnn import box_set_score, detect, detection_metrics, mtcnn_nets, padded
 
     path = folder / "mtcnn.safetensors"
     save_file({k: v.numpy().copy() for k, v in mtcnn_nets(pretrained=True).state_dict().items()}, str(path))
-    images, faces = lfw_faces()
-    crops = torch.from_numpy(images)
-    probe = torch.cat([crops[:_PROBE_PHOTOS], crops[-_PROBE_PHOTOS:]])
-
-    def infer(module: torch.nn.Module) -> np.ndarray:
-        return np.asarray(cascade(module, probe).numpy(), np.float32)
-
-    def score(reference: np.ndarray, answer: np.ndarray) -> float:
-        return float(box_iou(reference[:, 3:], answer[:, 3:]).mean())
+    probe, _ = face_mosaic(range(8), columns=4, side=56)
+    calibration = np.concatenate([face_mosaic(range(8, 24), columns=4, side=64)[0], astronaut()], axis=1)
+    photos = [face_mosaic(range(100), columns=20, side=side) for side in (48, 72, 96)]
+    fp32: weakref.WeakKeyDictionary[torch.nn.Module, list[np.ndarray]] = weakref.WeakKeyDictionary()
 
     def metrics(module: torch.nn.Module, reference: torch.nn.Module) -> dict[str, float]:
-        return cascade_metrics(cascade(module, crops).numpy(), cascade(reference, crops).numpy(), faces)
+        if reference not in fp32:  # computed once: metrics run per rung against the same reference
+            fp32[reference] = [detect(reference, image) for image, _ in photos]
+        answers = [detect(module, image) for image, _ in photos]
+        return detection_metrics(answers, fp32[reference], [truth for _, truth in photos])
 
     return Task("mtcnn", path, lambda: dict(load_file(str(path))), lambda: mtcnn_nets(pretrained=False),
-                infer, score, "O-Net box IoU to fp32 (probe)", metrics)
+                lambda module: padded(detect(module, probe)), box_set_score, "box-set score vs fp32 (probe)",
+                metrics, calibrate=lambda module: padded(detect(module, calibration)))
 
 
 # --- a tiny model for tests ------------------------------------------------------------------
