@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import bitladder
 from bitladder.eval.rd import rd_priorities, rung_state
@@ -94,8 +95,13 @@ def test_tiny_model_end_to_end_over_a_fast_link(tmp_path: Path):
     assert package.total_bytes == sum(b for _, b in package.rung_bytes)
     assert result.rung_quality[PACKAGE]["int8"]["top1_agreement"] > 0.8
     assert {"rung", "answer", "scheme", "stage"} <= set(events)
+    for run in result.runs[:2]:  # the held model's curve: a point per swap from the first rung, ends on fp32
+        refinements = sum(1 for _, tensor, rung in run.swaps if tensor is not None and rung > 0)
+        assert len(run.held) >= refinements + 1 and run.held[0][2] == 0 and run.held[-1][1:] == (1.0, 1)
+        assert run.held[0][0] == pytest.approx(run.milestones[0][1]) and run.held[0][1] < 1.0
     c = claims(result)
     assert c["package_bytes"] == package.total_bytes and "ttfi_over_zstd_load" in c and "auc_rd" in c
+    assert c["rd_target_met"] == (c["held_auc_rd"] >= c["held_auc_rung_major"])
     rows = projection(result)
     assert len(rows) == 16 and all(row[f"{PACKAGE} ttfi"] > 0 for row in rows)
     report = write_report(result, tmp_path / "report")
@@ -119,3 +125,35 @@ def test_a_text_encoder_folder_is_a_model_path(tmp_path) -> None:
     assert answer.shape[0] == 8 and task.score(answer, answer) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="config.json"):
         get_task(str(tmp_path), tmp_path)
+
+
+def _area_by_bytes(task, package: Package) -> float:
+    """Mean probe score over the refinement bytes, the chunks applied one by one in the package's order."""
+    manifest = package.manifest
+    before, after = rung_state(package, 0), rung_state(package, 1)
+    module = task.module(before)
+    params = module.state_dict()
+    area, score = 0.0, task.score(task.reference(), task.infer(module))
+    for chunk in (c for c in manifest.chunks if c.rung == 1):
+        area += score * chunk.length
+        name = manifest.tensors[chunk.tensor].name
+        if name in params:
+            params[name].copy_(torch.from_numpy(np.array(after[name])))
+            score = task.score(task.reference(), task.infer(module))
+    return area / manifest.rung_bytes()[1]
+
+
+@pytest.mark.slow
+def test_rd_order_beats_source_order_on_minilm(tmp_path: Path):
+    """Calibrated on sentences disjoint from the probe, RD order holds more probe quality per byte sent."""
+    from bitladder.eval.tasks import minilm_task
+
+    task = minilm_task()
+    plain = tmp_path / "plain.blad"
+    bitladder.encode(task.source, plain)
+    ordered = tmp_path / "rd.blad"
+    bitladder.encode(task.source, ordered, schedule="rd", priorities=rd_priorities(task, Package.open(plain)))
+    with torch.no_grad():
+        source, rd = _area_by_bytes(task, Package.open(plain)), _area_by_bytes(task, Package.open(ordered))
+    assert rd > source
+    assert 1.0 - rd < 0.5 * (1.0 - source)  # measured: 0.99993 vs 0.99965, the distance to fp32 cut by 80 %

@@ -30,7 +30,10 @@ def _quality(result: EvalResult, folder: Path) -> str:
         times = [0.0] + [t for t, _, _ in run.answers] + [end]
         values = [0.0] + [q for _, q, _ in run.answers]
         values.append(values[-1])
-        ax.step(times, values, where="post", label=run.scheme)
+        line = ax.step(times, values, where="post", label=run.scheme)[0]
+        if run.held:  # the held model's quality at every swap: what the answers sample
+            ax.step([t for t, _, _ in run.held] + [end], [q for _, q, _ in run.held] + [run.held[-1][1]],
+                    where="post", linestyle=":", color=line.get_color(), label=f"{run.scheme} (held model)")
     ax.set_xlabel("seconds since request")
     ax.set_ylabel(result.quality_name)
     ax.set_title(f"{result.task}: quality vs time on {result.config['link']}")

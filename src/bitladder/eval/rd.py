@@ -1,10 +1,13 @@
 """Rate-distortion order: send first the refinement chunks that buy the most quality per byte.
 
-For each refinement rung r, start from the model with every tensor at rung r-1, refine one tensor at a
-time to rung r, and measure on the task's small calibration probe how much of the distance to the fp32
-answer that removes; the priority of (tensor, r) is that gain divided by the chunk's bytes. Gains are
-measured one tensor at a time (interactions ignored: a greedy, first-order order). The writer lays out
-each rung's chunks by these priorities (`schedule="rd"`), so the format stays rung-major.
+The priority of (tensor t, rung r) is the quality its chunk buys divided by the chunk's bytes. The quality is
+measured on the task's calibration set (inputs disjoint from the live probe), on the fp32 model with only t
+changed: its distortion (1 - score against the fp32 answers) with t at rung r-1, minus that with t at rung r.
+Measuring each tensor alone keeps the other tensors' quantization noise out of the difference (with every
+other tensor at rung r-1 as well, that noise is larger than most single-tensor gains and the order was worse
+than source order); the greedy order assumes the gains add up, as output errors from independent weight
+errors do to first order. The writer lays out each rung's chunks by these priorities (`schedule="rd"`), so
+the format stays rung-major.
 
 >>> priorities = rd_priorities(task, Package.open("model.blad"))          # doctest: +SKIP
 >>> bitladder.encode(src, "rd.blad", schedule="rd", priorities=priorities)  # doctest: +SKIP
@@ -37,33 +40,59 @@ def rung_state(package: Package, rung: int) -> dict[str, np.ndarray]:
 def rd_priorities(task: Task, package: Package) -> dict[tuple[str, int], float]:
     """(tensor name, rung) -> measured quality gain per byte of its chunk in that rung."""
     manifest = package.manifest
-    reference = task.reference()
+    last = len(manifest.ladder.rungs) - 1
+    module = task.reference_module()
+    params = module.state_dict()
     priorities: dict[tuple[str, int], float] = {}
-    for rung in range(1, len(manifest.ladder.rungs)):
+    for rung in range(1, last + 1):
         chunks = [c for c in manifest.chunks if c.rung == rung]
         if not chunks:
             continue
-        before, after = rung_state(package, rung - 1), rung_state(package, rung)
-        module = task.module(before)
-        params = module.state_dict()
-        base = 1.0 - task.score(reference, task.infer(module))
+        before = rung_state(package, rung - 1)
+        after = rung_state(package, rung) if rung < last else None  # the last rung is the fp32 value itself
         for chunk in chunks:
             name = manifest.tensors[chunk.tensor].name
             if name not in params:
                 continue
-            gain = base - _distortion_with(task, module, params[name], after[name], reference)
+            gain = _distortion_with(task, module, params[name], before[name])
+            if after is not None:
+                gain -= _distortion_with(task, module, params[name], after[name])
             priorities[(name, rung)] = gain / max(chunk.length, 1)
     return priorities
 
 
-def _distortion_with(task: Task, module: torch.nn.Module, target: torch.Tensor, value: np.ndarray,
-                     reference: np.ndarray) -> float:
-    """Distance to the fp32 answer with `target` set to `value` (restored afterwards)."""
+def _distortion_with(task: Task, module: torch.nn.Module, target: torch.Tensor, value: np.ndarray) -> float:
+    """1 - score of the calibration answers with `target` set to `value` (restored afterwards)."""
     saved = target.detach().clone()
     with torch.no_grad():
         target.copy_(torch.from_numpy(np.array(value, copy=True)).to(target.dtype))
     try:
-        return 1.0 - task.score(reference, task.infer(module))
+        return 1.0 - task.score(task.calibration_reference(), task.calibration(module))
     finally:
         with torch.no_grad():
             target.copy_(saved)
+
+
+def held_quality(task: Task, package: Package, swaps: list[tuple[float, str | None, int]]) -> list[
+        tuple[float, float, int]]:
+    """The quality curve of the model the device held: (time, probe score, rung) after every swap from the
+    first whole-model rung on, replayed from the swap log ((time, tensor or None for the whole model, rung),
+    as `run_package` records it). Unlike live answers, which sample this curve once per input, it has a
+    point at every swap, so two chunk orders compare without sampling noise.
+    """
+    states = [rung_state(package, rung) for rung in range(len(package.manifest.ladder.rungs))]
+    module = task.module(states[0])
+    params = module.state_dict()
+    reference = task.reference()
+    held: dict[str, int] = dict.fromkeys(params, 0)
+    curve: list[tuple[float, float, int]] = []
+    for at, tensor, rung in sorted(swaps, key=lambda swap: swap[0]):
+        names = [tensor] if tensor is not None else list(params)
+        for name in names:
+            if name in params and rung > held[name]:
+                held[name] = rung
+                with torch.no_grad():
+                    params[name].copy_(torch.from_numpy(np.array(states[rung][name], copy=True)))
+        if tensor is None or curve:
+            curve.append((at, task.score(reference, task.infer(module)), min(held.values())))
+    return curve

@@ -100,6 +100,8 @@ class SchemeRun:
     t_exact: float | None = None
     milestones: list[tuple[str, float]] = field(default_factory=list)
     answers: list[tuple[float, float, int]] = field(default_factory=list)  # (time, quality, rung)
+    swaps: list[tuple[float, str | None, int]] = field(default_factory=list)  # (time, tensor or None, rung)
+    held: list[tuple[float, float, int]] = field(default_factory=list)  # (time, quality of held model, rung)
     inputs: int = 0
     dropped: int = 0
     waited: int = 0       # inputs that arrived before the first answer (dropped, or buffered when buffering)
@@ -121,7 +123,7 @@ class EvalResult:
 class _Driver:
     """Continuous input from t0: one probe every `interval` s into a StreamRunner that waits for a model."""
 
-    def __init__(self, interval: float, buffer: bool, on_answer: Callable[[int, Any], None] | None) -> None:
+    def __init__(self, interval: float, buffer: bool, on_answer: Callable[[int, Any, int], None] | None) -> None:
         self._ready = threading.Event()
         self._call: Callable[[], tuple[Any, int]] = lambda: (None, -1)
         self._stop = threading.Event()
@@ -150,10 +152,14 @@ class _Driver:
         return self.runner.close(timeout=60)
 
 
-def _http_pieces(url: str, link: Link, received: list[int]) -> Iterator[bytes]:
-    """The body of GET `url` through an emulated link, piece by piece; `received[0]` counts bytes."""
-    transport = ShapedTransport(httpx.HTTPTransport(), link, RealClock())
-    with httpx.Client(transport=transport, timeout=30.0) as client, client.stream("GET", url) as response:
+def _device_client(link: Link) -> httpx.Client:
+    """The device's HTTP client behind an emulated link, made before the clock starts (as an app's is)."""
+    return httpx.Client(transport=ShapedTransport(httpx.HTTPTransport(), link, RealClock()), timeout=30.0)
+
+
+def _http_pieces(client: httpx.Client, url: str, received: list[int]) -> Iterator[bytes]:
+    """The body of GET `url`, piece by piece; `received[0]` counts bytes."""
+    with client.stream("GET", url) as response:
         response.raise_for_status()
         for piece in response.iter_bytes():
             received[0] += len(piece)
@@ -189,19 +195,21 @@ def run_package(url: str, scheme: str, task: Task, link: Link, config: ScenarioC
     emit = progress or (lambda event, fields: None)
 
     def on_update(update: Any) -> None:
+        run.swaps.append((update.at - t0, update.tensor, update.rung))
         if update.tensor is None:
             run.milestones.append((names[update.rung], update.at - t0))
             emit("rung", {"scheme": scheme, "rung": names[update.rung], "t": update.at - t0, "bytes": received[0]})
 
-    def on_answer(index: int, output: Any) -> None:
+    def on_answer(index: int, output: Any, rung: int) -> None:
         if output is not None:
             emit("answer", {"scheme": scheme, "t": time.monotonic() - t0, "bytes": received[0],
-                            "quality": task.score(task.reference(), output), "rung": names[model.rung]})
+                            "quality": task.score(task.reference(), output), "rung": names[rung]})
 
     driver = _Driver(config.interval, config.buffer, on_answer)
+    client = _device_client(link)
     t0 = time.monotonic()
     try:
-        model = ProgressiveModel(module, _http_pieces(url, link, received), apply=config.apply,  # type: ignore[arg-type]
+        model = ProgressiveModel(module, _http_pieces(client, url, received), apply=config.apply,  # type: ignore[arg-type]
                                  on_update=on_update)
         driver.serve(lambda: _answer(model, task))
         if not model.wait(timeout=config.timeout):
@@ -211,6 +219,7 @@ def run_package(url: str, scheme: str, task: Task, link: Link, config: ScenarioC
         time.sleep(config.tail)
         model.close()
     finally:
+        client.close()
         _finish_run(run, driver, task, t0)
     return run
 
@@ -227,9 +236,10 @@ def run_baseline(url: str, scheme: str, task: Task, link: Link, config: Scenario
     module = task.new_module()
     emit = progress or (lambda event, fields: None)
     driver = _Driver(config.interval, config.buffer, None)
+    client = _device_client(link)
     t0 = time.monotonic()
     try:
-        data = b"".join(_http_pieces(url, link, [0]))
+        data = b"".join(_http_pieces(client, url, [0]))
         run.milestones.append(("fetched", time.monotonic() - t0))
         load_into(module, schemes.unpack(scheme, data))
         loaded = time.monotonic() - t0
@@ -240,6 +250,7 @@ def run_baseline(url: str, scheme: str, task: Task, link: Link, config: Scenario
         driver.serve(lambda: (task.infer(module), 0))
         time.sleep(config.tail)
     finally:
+        client.close()
         _finish_run(run, driver, task, t0)
     return run
 
@@ -326,6 +337,12 @@ def run_eval(task: Task, config: ScenarioConfig, folder: Path, progress: Progres
             runs.append(run_baseline(f"{server.url}/files/{_file(scheme)}", scheme, task, link, config,
                                      sizes[scheme], emit))
     quality = rung_quality(task, packages, lossy, emit)
+    from .rd import held_quality
+
+    emit("stage", {"text": "replaying the swaps: quality of the held model"})
+    for run in runs:
+        if run.scheme in packages:
+            run.held = held_quality(task, Package.open(packages[run.scheme]), run.swaps)
     source_bytes = sum(int(a.nbytes) for a in state.values())
     return EvalResult(task.name, _config_json(config), source_bytes, task.quality_name, runs, quality, encode_s)
 

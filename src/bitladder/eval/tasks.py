@@ -26,6 +26,7 @@ State = Mapping[str, np.ndarray]
 TASKS = ("minilm", "mobilenetv2", "mtcnn")
 _PROBE_SENTENCES = 8
 _PROBE_TOKENS = 32
+_CALIBRATION_SENTENCES = 16
 _PROBE_PHOTOS = 4
 
 
@@ -41,6 +42,9 @@ class Task:
     score: Callable[[np.ndarray, np.ndarray], float]
     quality_name: str
     metrics: Callable[[torch.nn.Module, torch.nn.Module], dict[str, float]]
+    calibrate: Callable[[torch.nn.Module], np.ndarray] | None = None
+    """Answers to a calibration set disjoint from the probe (scored like the probe), for `--order rd`;
+    None: calibrate on the probe."""
     _cache: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
 
     def module(self, state: State) -> torch.nn.Module:
@@ -61,6 +65,18 @@ class Task:
         if "answer" not in self._cache:
             self._cache["answer"] = self.infer(self.reference_module())
         answer = self._cache["answer"]
+        assert isinstance(answer, np.ndarray)
+        return answer
+
+    def calibration(self, module: torch.nn.Module) -> np.ndarray:
+        """`module`'s answers to the calibration set."""
+        return (self.calibrate or self.infer)(module)
+
+    def calibration_reference(self) -> np.ndarray:
+        """The fp32 answers to the calibration set."""
+        if "calibration" not in self._cache:
+            self._cache["calibration"] = self.calibration(self.reference_module())
+        answer = self._cache["calibration"]
         assert isinstance(answer, np.ndarray)
         return answer
 
@@ -102,7 +118,8 @@ def text_encoder_task(folder: Path, name: str | None = None) -> Task:
     """A Hugging Face text encoder folder (`--model PATH`): config.json, tokenizer files and a
     model.safetensors whose tensor names are those of the base model (as sentence-transformers exports them).
 
-    Answers are mean-pooled, L2-normalised sentence embeddings; probe: 8 Lee sentences; metrics: Spearman with
+    Answers are mean-pooled, L2-normalised sentence embeddings; probe: 8 Lee sentences (calibration: the next
+    16); metrics: Spearman with
     the human judgements of the Lee documents, WordSim353 and SimLex999, and cosine to fp32.
     """
     from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -114,20 +131,23 @@ def text_encoder_task(folder: Path, name: str | None = None) -> Task:
         raise ValueError(f"{folder}: a text encoder folder needs config.json and model.safetensors")
     config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    probe = dict(tokenizer(lee_sentences(_PROBE_SENTENCES), padding=True, truncation=True,
-                           max_length=_PROBE_TOKENS, return_tensors="pt"))
+    sentences = lee_sentences(_PROBE_SENTENCES + _CALIBRATION_SENTENCES)
+    probe, calibration = (dict(tokenizer(part, padding=True, truncation=True, max_length=_PROBE_TOKENS,
+                                         return_tensors="pt"))
+                          for part in (sentences[:_PROBE_SENTENCES], sentences[_PROBE_SENTENCES:]))
 
-    def infer(module: torch.nn.Module) -> np.ndarray:
+    def embed(tokens: dict[str, torch.Tensor], module: torch.nn.Module) -> np.ndarray:
         with torch.no_grad():
-            hidden = module(**probe).last_hidden_state
-        return _pooled(hidden, probe["attention_mask"])
+            hidden = module(**tokens).last_hidden_state
+        return _pooled(hidden, tokens["attention_mask"])
 
     def new_module() -> torch.nn.Module:
         module: torch.nn.Module = AutoModel.from_config(config).eval()  # type: ignore[no-untyped-call]
         return module
 
-    return Task(name or folder.name, source, functools.partial(_float_state, source), new_module, infer,
-                cosine_score, "cosine to fp32 (probe)", functools.partial(_minilm_metrics, tokenizer))
+    return Task(name or folder.name, source, functools.partial(_float_state, source), new_module,
+                functools.partial(embed, probe), cosine_score, "cosine to fp32 (probe)",
+                functools.partial(_minilm_metrics, tokenizer), calibrate=functools.partial(embed, calibration))
 
 
 def _float_state(path: Path) -> dict[str, np.ndarray]:
@@ -179,18 +199,25 @@ def _embed(model: torch.nn.Module, tokenizer: Callable[..., Mapping[str, torch.T
 
 
 def mobilenet_task() -> Task:
-    """torchvision's MobileNetV2 (pure torch); probe: 4 photos; metrics on 70 photos with crops and flips."""
-    from .data import imagenet_photos
+    """torchvision's MobileNetV2 (pure torch); probe: 4 photos (calibration: the other 3 with their crops and
+    flips, 30 images); metrics on all 70 images."""
+    from .data import PHOTOS, imagenet_photos
     from .models import MobileNetV2, load_mobilenet_state, mobilenet_v2_weights
 
-    probe = torch.from_numpy(np.ascontiguousarray(imagenet_photos(augment=False)[:_PROBE_PHOTOS]))
+    photos = imagenet_photos()
+    probe = torch.from_numpy(np.ascontiguousarray(photos[:_PROBE_PHOTOS]))
+    # the other photos' centre crops, then their corner crops and flips (rows laid out as imagenet_photos says)
+    count, variants = len(PHOTOS), (len(photos) - len(PHOTOS)) // len(PHOTOS)
+    calibration = torch.from_numpy(np.ascontiguousarray(np.concatenate(
+        [photos[_PROBE_PHOTOS:count], photos[count + _PROBE_PHOTOS * variants:]])))
 
-    def infer(module: torch.nn.Module) -> np.ndarray:
+    def logits(images: torch.Tensor, module: torch.nn.Module) -> np.ndarray:
         with torch.no_grad():
-            return np.asarray(module(probe).numpy(), np.float32)
+            return np.asarray(module(images).numpy(), np.float32)
 
     return Task("mobilenetv2", mobilenet_v2_weights(), load_mobilenet_state, lambda: MobileNetV2().eval(),
-                infer, kl_score, "exp(-KL to fp32) (probe)", _mobilenet_metrics)
+                functools.partial(logits, probe), kl_score, "exp(-KL to fp32) (probe)", _mobilenet_metrics,
+                calibrate=functools.partial(logits, calibration))
 
 
 def _mobilenet_metrics(module: torch.nn.Module, reference: torch.nn.Module) -> dict[str, float]:
