@@ -25,7 +25,8 @@ class Gate:
 
 def test_buffered_answers_every_input_in_order() -> None:
     gate = Gate()
-    runner = StreamRunner(gate, buffer=True, keep_outputs=True)
+    heard: list[tuple[int, Any, int]] = []
+    runner = StreamRunner(gate, buffer=True, keep_outputs=True, on_answer=lambda *answer: heard.append(answer))
     runner.submit(0)
     gate.entered.wait(10)
     for item in range(1, 6):
@@ -34,6 +35,7 @@ def test_buffered_answers_every_input_in_order() -> None:
     records = runner.close(timeout=10)
     assert [r.index for r in records] == list(range(6)) and not any(r.dropped for r in records)
     assert [runner.outputs[i] for i in range(6)] == [0, 2, 4, 6, 8, 10]
+    assert heard == [(i, 2 * i, 3) for i in range(6)]
     assert all(r.rung == 3 and r.latency is not None and r.latency >= 0 for r in records)
     answered = [r.answered for r in records]
     assert answered == sorted(answered)

@@ -38,10 +38,12 @@ class StreamRunner:
     >>> runner = StreamRunner(model.call_with_rung, buffer=True)    # doctest: +SKIP
     >>> for frame in frames: runner.submit(frame)                   # doctest: +SKIP
     >>> records = runner.close()                                    # doctest: +SKIP
+
+    `on_answer(index, output, rung)` is called on the worker after each answer.
     """
 
     def __init__(self, predict: Predict, buffer: bool = True, keep_outputs: bool = False,
-                 on_answer: Callable[[int, Any], None] | None = None) -> None:
+                 on_answer: Callable[[int, Any, int], None] | None = None) -> None:
         self._predict = predict
         self.buffer = buffer
         self._keep = keep_outputs
@@ -83,7 +85,7 @@ class StreamRunner:
                     self.outputs[index] = output
                 self._busy = not self._queue.empty()
             if self._on_answer is not None:
-                self._on_answer(index, output)
+                self._on_answer(index, output, rung)
 
     def close(self, timeout: float | None = None) -> list[InputRecord]:
         """Answer what is queued, stop the worker, and return every input's record in order."""
