@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import bitladder
+from bitladder.errors import BitladderError
 from bitladder.eval.rd import rd_priorities, rung_state
 from bitladder.eval.report import auc, claims, horizon, projection, write_report
 from bitladder.eval.scenario import PACKAGE, PACKAGE_RD, ScenarioConfig, SchemeRun, resolve_link, run_eval
@@ -57,6 +58,10 @@ def test_rd_order_puts_the_largest_gain_per_byte_first(tmp_path: Path):
     bitladder.encode(task.source, plain, ladder="int4,int8,exact")
     priorities = rd_priorities(task, Package.open(plain))
     assert priorities and all(rung >= 1 for _, rung in priorities)
+    assert all(gain > 0 for (_, rung), gain in priorities.items() if rung == 2)  # vs exact: only a loss to undo
+    fp32 = task.module(task.load_state())  # calibrating left the fp32 answers as they were
+    assert np.array_equal(task.calibration_reference(), task.calibration(fp32))
+    assert np.array_equal(task.reference(), task.infer(fp32))
     ordered = tmp_path / "rd.blad"
     manifest = bitladder.encode(task.source, ordered, ladder="int4,int8,exact", schedule="rd", priorities=priorities)
     assert manifest.schedule == "rd"
@@ -123,8 +128,33 @@ def test_a_text_encoder_folder_is_a_model_path(tmp_path) -> None:
     module = task.module(task.load_state())
     answer = task.infer(module)
     assert answer.shape[0] == 8 and task.score(answer, answer) == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="config.json"):
+    with pytest.raises(BitladderError):  # an empty folder is no model at all
         get_task(str(tmp_path), tmp_path)
+    with pytest.raises(ValueError, match="unknown model"):
+        get_task(str(tmp_path / "missing.onnx"), tmp_path)
+
+
+def test_any_model_file_is_a_model_path_measured_on_its_weights(tmp_path: Path) -> None:
+    """An ONNX file (RapidOCR's text-direction classifier): the eval runs, quality is the weights' fidelity."""
+    import importlib.util
+
+    from bitladder.eval.tasks import TensorHolder, get_task
+
+    spec = importlib.util.find_spec("rapidocr_onnxruntime")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("rapidocr-onnxruntime is not installed")
+    model = Path(next(iter(spec.submodule_search_locations))) / "models" / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
+    task = get_task(str(model), tmp_path)
+    assert isinstance(task.new_module(), TensorHolder) and task.name == model.stem
+    result = run_eval(task, ScenarioConfig(link="1100mbit", ladder="int4,int8,exact", interval=0.02, tail=0.1,
+                                           baselines=("fp32+zstd",)), tmp_path / "work")
+    quality = result.rung_quality[PACKAGE]
+    assert quality["int4"]["sqnr_db"] < quality["int8"]["sqnr_db"] < quality["exact"]["sqnr_db"] == float("inf")
+    assert quality["int8"]["exact_tensors"] < quality["exact"]["exact_tensors"] == 1.0
+    package = result.runs[0]
+    assert package.exact and package.answers[-1][1] == 1.0 and package.held[0][1] < 1.0
+    with pytest.raises(ValueError, match="empty part"):
+        TensorHolder({"a..b": np.zeros(1, np.float32)})
 
 
 def _area_by_bytes(task, package: Package) -> float:

@@ -117,7 +117,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="minilm",
-                        help="minilm, mobilenetv2, mtcnn, tiny (a test MLP), or a Hugging Face text encoder folder")
+                        help="minilm, mobilenetv2, mtcnn, tiny (a test MLP), a Hugging Face text encoder folder, or "
+                             "any model file or folder (quality then measured on the weights)")
     parser.add_argument("--ladder", default="int8,exact")
     parser.add_argument("--link", default="100mbit", help="1100mbit, 100mbit, 20mbit, 5mbit, or a trace .csv (time_s,bit_per_s)")
     parser.add_argument("--apply", choices=("incremental", "atomic"), default="incremental")

@@ -41,7 +41,8 @@ def rd_priorities(task: Task, package: Package) -> dict[tuple[str, int], float]:
     """(tensor name, rung) -> measured quality gain per byte of its chunk in that rung."""
     manifest = package.manifest
     last = len(manifest.ladder.rungs) - 1
-    module = task.reference_module()
+    reference = task.calibration_reference()
+    module = task.module(task.load_state())  # changed in place below: not the task's reference module
     params = module.state_dict()
     priorities: dict[tuple[str, int], float] = {}
     for rung in range(1, last + 1):
@@ -54,20 +55,21 @@ def rd_priorities(task: Task, package: Package) -> dict[tuple[str, int], float]:
             name = manifest.tensors[chunk.tensor].name
             if name not in params:
                 continue
-            gain = _distortion_with(task, module, params[name], before[name])
+            gain = _distortion_with(task, module, params[name], before[name], reference)
             if after is not None:
-                gain -= _distortion_with(task, module, params[name], after[name])
+                gain -= _distortion_with(task, module, params[name], after[name], reference)
             priorities[(name, rung)] = gain / max(chunk.length, 1)
     return priorities
 
 
-def _distortion_with(task: Task, module: torch.nn.Module, target: torch.Tensor, value: np.ndarray) -> float:
+def _distortion_with(task: Task, module: torch.nn.Module, target: torch.Tensor, value: np.ndarray,
+                     reference: np.ndarray) -> float:
     """1 - score of the calibration answers with `target` set to `value` (restored afterwards)."""
     saved = target.detach().clone()
     with torch.no_grad():
         target.copy_(torch.from_numpy(np.array(value, copy=True)).to(target.dtype))
     try:
-        return 1.0 - task.score(task.calibration_reference(), task.calibration(module))
+        return 1.0 - task.score(reference, task.calibration(module))
     finally:
         with torch.no_grad():
             target.copy_(saved)

@@ -27,6 +27,7 @@ TASKS = ("minilm", "mobilenetv2", "mtcnn")
 _PROBE_SENTENCES = 8
 _PROBE_TOKENS = 32
 _CALIBRATION_SENTENCES = 16
+_WEIGHT_SAMPLE = 4096
 _PROBE_PHOTOS = 4
 
 
@@ -266,6 +267,71 @@ def mtcnn_task(folder: Path) -> Task:
                 metrics, calibrate=lambda module: padded(detect(module, calibration)))
 
 
+# --- any model file: quality measured on the weights ----------------------------------------
+
+
+def weights_task(path: Path) -> Task:
+    """Any model file bitladder encodes (`--model PATH`: .safetensors or a folder of them, .pt/.pth/.bin,
+    .onnx) when bitladder has no task for its architecture. The device holds the tensors in a plain module
+    (`TensorHolder`), so sizes, TTFI and time to exact are measured as for the other models, but quality is
+    measured on the weights, not on answers: the probe answer is a fixed sample of up to 4096 values of every
+    float tensor, scored 1 - squared error / signal energy against fp32's; metrics: SQNR in dB of all float
+    weights, of the worst tensor, and the fraction of tensors that are bit-exact.
+    """
+    from .metrics import sqnr_db
+
+    state = _float_state(path)
+    floats = sorted(name for name, array in state.items() if array.dtype == np.float32 and array.size)
+    rng = np.random.default_rng(0)
+    picks = {name: rng.integers(0, state[name].size, min(state[name].size, _WEIGHT_SAMPLE)) for name in floats}
+
+    def sample(module: torch.nn.Module) -> np.ndarray:
+        tensors = module.state_dict()
+        return np.concatenate([tensors[name].reshape(-1).numpy()[picks[name]] for name in floats] or [np.zeros(0)])
+
+    def metrics(module: torch.nn.Module, reference: torch.nn.Module) -> dict[str, float]:
+        mine, ref = module.state_dict(), reference.state_dict()
+        per_tensor = [sqnr_db(ref[name].numpy(), mine[name].numpy()) for name in floats]
+        error = sum(float(np.sum((ref[n].numpy().astype(np.float64) - mine[n].numpy()) ** 2)) for n in floats)
+        signal = sum(float(np.sum(ref[n].numpy().astype(np.float64) ** 2)) for n in floats)
+        return {"sqnr_db": 10 * math.log10(signal / error) if error else math.inf,
+                "worst_tensor_sqnr_db": min(per_tensor, default=math.inf),
+                "exact_tensors": float(np.mean([math.isinf(db) for db in per_tensor])) if per_tensor else 1.0}
+
+    return Task(path.stem or path.name, path, lambda: _float_state(path), lambda: TensorHolder(state), sample,
+                relative_error_score, "1 - relative squared error of sampled weights (probe)", metrics)
+
+
+def relative_error_score(reference: np.ndarray, answer: np.ndarray) -> float:
+    """1 - sum((answer - reference)^2) / sum(reference^2), floored at 0; 1.0 when identical."""
+    ref = np.asarray(reference, np.float64)
+    signal = float(np.sum(ref**2))
+    error = float(np.sum((np.asarray(answer, np.float64) - ref) ** 2))
+    if error == 0.0:
+        return 1.0
+    return max(0.0, 1.0 - error / signal) if signal else 0.0
+
+
+class TensorHolder(torch.nn.Module):
+    """A module that only holds tensors, as buffers named like the model's (`a.b.weight` is buffer `weight`
+    of submodule `a.b`), zero-filled until a package fills them; it has no forward."""
+
+    def __init__(self, like: State) -> None:
+        super().__init__()
+        for name, array in like.items():
+            *path, leaf = name.split(".")
+            if not leaf or not all(path):
+                raise ValueError(f"tensor name {name!r} has an empty part; it cannot name a module buffer")
+            owner: torch.nn.Module = self
+            for part in path:
+                child = owner._modules.get(part)
+                if child is None:
+                    child = torch.nn.Module()
+                    owner.add_module(part, child)
+                owner = child
+            owner.register_buffer(leaf, torch.zeros(array.shape, dtype=torch.from_numpy(array.reshape(-1)[:0].copy()).dtype))
+
+
 # --- a tiny model for tests ------------------------------------------------------------------
 
 
@@ -303,8 +369,8 @@ def tiny_task(folder: Path, seed: int = 0) -> Task:
 
 
 def get_task(name: str, folder: Path) -> Task:
-    """A task by name: `minilm`, `mobilenetv2`, `mtcnn`, `tiny`, or the path of a Hugging Face text encoder
-    folder (folder: where `mtcnn` and `tiny` write their weights)."""
+    """A task by name: `minilm`, `mobilenetv2`, `mtcnn`, `tiny`, the path of a Hugging Face text encoder folder,
+    or of any other model file or folder (`weights_task`) (folder: where `mtcnn` and `tiny` write weights)."""
     if name == "minilm":
         return minilm_task()
     if name in ("mobilenetv2", "mobilenet_v2"):
@@ -313,6 +379,10 @@ def get_task(name: str, folder: Path) -> Task:
         return mtcnn_task(folder)
     if name == "tiny":
         return tiny_task(folder)
-    if Path(name).is_dir():
-        return text_encoder_task(Path(name))
-    raise ValueError(f"unknown model {name!r}; known: {', '.join([*TASKS, 'tiny'])}, or a text encoder folder")
+    path = Path(name)
+    if path.is_dir() and (path / "config.json").is_file() and (path / "model.safetensors").is_file():
+        return text_encoder_task(path)
+    if path.exists():
+        return weights_task(path)
+    raise ValueError(f"unknown model {name!r}; known: {', '.join([*TASKS, 'tiny'])}, or the path of a model file "
+                     "or folder")
