@@ -99,6 +99,17 @@ def test_incremental_reports_each_tensor(package: Path) -> None:
 
 
 @pytest.mark.parametrize("apply", ["atomic", "incremental"])
+def test_a_package_in_one_piece_still_reports_every_rung(package: Path, apply: str) -> None:
+    """All rungs verify in one feed, so tensors swap straight to exact; the model still passed each rung."""
+    events: list[Update] = []
+    model = ProgressiveModel(make_net(seed=7), full_feed(package, package.stat().st_size), apply=apply,
+                             on_update=events.append)
+    assert model.wait(timeout=30)
+    model.close()
+    assert [e.rung for e in events if e.tensor is None] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("apply", ["atomic", "incremental"])
 def test_forward_never_sees_a_half_swap(package: Path, x: torch.Tensor, apply: str) -> None:
     """Every answer during refinement equals some consistent mix of per-tensor rungs, never garbage:
     in atomic mode it is exactly one rung's answer."""

@@ -376,8 +376,9 @@ class ProgressiveRuntime(Generic[P]):
         at = time.monotonic()
         events = [Update(name, rung, at, seconds) for name, rung in reached.items()] if per_tensor else []
         self.swaps.append((next(iter(reached)) if per_tensor else None, seconds))
-        if self.rung > before:
-            events.append(Update(None, self.rung, at, seconds))
+        # A tensor whose rungs k and k+1 both arrived before the swapper ran swaps once, straight to k+1:
+        # the model still reached every rung in between (at that moment), and says so.
+        events += [Update(None, rung, at, seconds) for rung in range(before + 1, self.rung + 1)]
         with self._cond:
             self._cond.notify_all()
         if self._on_update is not None:
