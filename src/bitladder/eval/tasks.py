@@ -63,11 +63,7 @@ class Task:
 
     def reference(self) -> np.ndarray:
         """The fp32 answer to the probe."""
-        if "answer" not in self._cache:
-            self._cache["answer"] = self.infer(self.reference_module())
-        answer = self._cache["answer"]
-        assert isinstance(answer, np.ndarray)
-        return answer
+        return self._fp32_answer("answer", self.infer)
 
     def calibration(self, module: torch.nn.Module) -> np.ndarray:
         """`module`'s answers to the calibration set."""
@@ -75,11 +71,14 @@ class Task:
 
     def calibration_reference(self) -> np.ndarray:
         """The fp32 answers to the calibration set."""
-        if "calibration" not in self._cache:
-            self._cache["calibration"] = self.calibration(self.reference_module())
-        answer = self._cache["calibration"]
-        assert isinstance(answer, np.ndarray)
-        return answer
+        return self._fp32_answer("calibration", self.calibration)
+
+    def _fp32_answer(self, key: str, answer: Callable[[torch.nn.Module], np.ndarray]) -> np.ndarray:
+        if key not in self._cache:
+            self._cache[key] = answer(self.reference_module())
+        cached = self._cache[key]
+        assert isinstance(cached, np.ndarray)
+        return cached
 
     def evaluate(self, state: State) -> dict[str, float]:
         """The task metrics of `state` (against the fp32 model where a metric needs one)."""
