@@ -100,7 +100,10 @@ def test_tiny_model_end_to_end_over_a_fast_link(tmp_path: Path):
     assert package.total_bytes == sum(b for _, b in package.rung_bytes)
     assert result.rung_quality[PACKAGE]["int8"]["top1_agreement"] > 0.8
     assert {"rung", "answer", "scheme", "stage"} <= set(events)
+    manifest = Package.open(tmp_path / "work" / "files" / "model.blad").manifest
+    refined = {manifest.tensors[c.tensor].name for c in manifest.chunks if c.rung > 0}
     for run in result.runs[:2]:  # the held model's curve: a point per swap from the first rung, ends on fp32
+        assert {tensor for _, tensor, rung in run.swaps if tensor is not None and rung > 0} == refined
         refinements = sum(1 for _, tensor, rung in run.swaps if tensor is not None and rung > 0)
         assert len(run.held) >= refinements + 1 and run.held[0][2] == 0 and run.held[-1][1:] == (1.0, 1)
         assert run.held[0][0] == pytest.approx(run.milestones[0][1]) and run.held[0][1] < 1.0

@@ -109,6 +109,24 @@ def test_a_package_in_one_piece_still_reports_every_rung(package: Path, apply: s
     assert [e.rung for e in events if e.tensor is None] == [0, 1, 2]
 
 
+def test_a_tensor_ahead_of_the_first_rung_reports_its_own_rung(package: Path) -> None:
+    """The first rung and the first refinement chunk arrive together: one swap installs both, and the
+    refined tensor's rung is reported, not just the model's."""
+    opened = Package.open(package)
+    manifest = opened.manifest
+    first = next(c for c in manifest.chunks if c.rung == 1)
+    data = package.read_bytes()
+    split = opened.data_start + first.offset + first.length
+    events: list[Update] = []
+    model = ProgressiveModel(make_net(seed=7), iter([data[:split], data[split:]]), apply="incremental",
+                             on_update=events.append)
+    assert model.wait(timeout=30)
+    model.close()
+    name = manifest.tensors[first.tensor].name
+    assert (None, 0) in [(e.tensor, e.rung) for e in events]
+    assert [e.rung for e in events if e.tensor == name][0] == 1
+
+
 @pytest.mark.parametrize("apply", ["atomic", "incremental"])
 def test_forward_never_sees_a_half_swap(package: Path, x: torch.Tensor, apply: str) -> None:
     """Every answer during refinement equals some consistent mix of per-tensor rungs, never garbage:

@@ -117,6 +117,7 @@ class ProgressiveRuntime(Generic[P]):
         self._lock = RWLock()
         self._cond = threading.Condition()
         self._applied: dict[str, int] = {}
+        self._first_reaches: dict[str, int] = {}  # the rung each tensor's first chunk reaches
         self._cache: dict[str, tuple[P, int]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -258,6 +259,7 @@ class ProgressiveRuntime(Generic[P]):
                 bind(manifest)
             self._check_tensors(manifest)
         self.manifest = manifest
+        self._first_reaches = {manifest.tensors[c.tensor].name: c.reaches for c in manifest.chunks if c.rung == 0}
 
     def _check_tensors(self, manifest: Manifest) -> None:
         specs = {spec.name: spec for spec in manifest.tensors}
@@ -374,7 +376,10 @@ class ProgressiveRuntime(Generic[P]):
             seconds = time.perf_counter() - start
         del retired  # freeing the replaced tensors or session takes time: not while inference waits
         at = time.monotonic()
-        events = [Update(name, rung, at, seconds) for name, rung in reached.items()] if per_tensor else []
+        # A whole-model swap says only the rung all tensors reached; a tensor already refined beyond it (its
+        # refinement came with the bytes of that rung) says so itself.
+        events = [Update(name, rung, at, seconds) for name, rung in reached.items()
+                  if per_tensor or rung > max(self.rung, self._first_reaches.get(name, rung))]
         self.swaps.append((next(iter(reached)) if per_tensor else None, seconds))
         # A tensor whose rungs k and k+1 both arrived before the swapper ran swaps once, straight to k+1:
         # the model still reached every rung in between (at that moment), and says so.
