@@ -20,6 +20,7 @@ from .errors import (
     UnsupportedDtypeError,
     UnsupportedVersionError,
 )
+from .format.framer import Fed
 from .format.reader import Package, StreamDecoder, TensorUpdate
 from .format.spec import Manifest
 
@@ -31,6 +32,7 @@ __all__ = [
     "ChunkIntegrityError",
     "DecoderStateError",
     "ExactRung",
+    "Fed",
     "FormatError",
     "HalfRung",
     "IntRung",

@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 
 from .codecs.entropy import DEFAULT_LEVEL
 from .codecs.ladder import DEFAULT_LADDER, DEFAULT_MIN_SIZE, Ladder
-from .codecs.plan import encode_tensor
+from .codecs.blocks import encode_tensor
 from .delivery.client import Download
 from .format.reader import Package
 from .format.spec import Manifest
@@ -61,9 +61,9 @@ def encode(
     total, done = model.nbytes, 0
     try:
         for tensor in model.tensors.values():
-            index = writer.add_tensor(tensor.spec)
-            for step, encoded in encode_tensor(tensor.spec, tensor.data, ladder, level):
-                writer.add_chunk(index, step.rung, step.reaches, encoded)
+            index, plan = writer.add_tensor(tensor.spec)
+            for step, block, payload in encode_tensor(plan, tensor.data, level):
+                writer.add_chunk(index, step, block, payload)
             done += tensor.spec.nbytes
             if progress is not None:
                 progress(done, total, tensor.name)

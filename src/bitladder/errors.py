@@ -20,8 +20,6 @@ Each message says what was wrong and where (file offset, chunk index, tensor nam
 
 from __future__ import annotations
 
-from typing import Any
-
 
 class BitladderError(Exception):
     """Base class of every error raised by bitladder on bad input."""
@@ -30,10 +28,9 @@ class BitladderError(Exception):
 class FormatError(BitladderError):
     """The bytes are not a valid bitladder package.
 
-    Raised by `StreamDecoder.feed`, it carries in `updates` the chunks of that call that verified first.
+    `StreamDecoder.feed` and `PackageVerifier.feed` return it (in `Fed.error`, after the chunks that verified
+    first) rather than raise it; random access (`Package`) raises it.
     """
-
-    updates: list[Any] = []
 
 
 class BadMagicError(FormatError):

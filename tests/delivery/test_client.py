@@ -82,5 +82,5 @@ def test_runtime_takes_a_url(server: ServerThread, package_dir: Path) -> None:
 
     decoder, pieces = open_source(server.url + URL)
     for piece in pieces:
-        decoder.feed(piece)
+        decoder.feed(piece).raise_for_error()
     assert bit_exact(decoder, package_dir / "small.blad")

@@ -4,9 +4,9 @@ import contextlib
 import json
 import struct
 
+import blake3
 import numpy as np
 import pytest
-import xxhash
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +22,7 @@ from bitladder import (
     TruncatedError,
     UnsupportedVersionError,
 )
-from bitladder.format.spec import MAX_MANIFEST_SIZE
+from bitladder.format.spec import HEADER_SIZE, MAX_MANIFEST_SIZE
 
 from .conftest import tiny_arrays
 from .test_golden import GOLDEN
@@ -30,13 +30,22 @@ from .test_golden import GOLDEN
 
 def _split(package: bytes) -> tuple[dict, bytes]:
     length = struct.unpack_from("<Q", package, 8)[0]
-    return json.loads(package[32:32 + length]), package[32 + length:]
+    return json.loads(package[HEADER_SIZE:HEADER_SIZE + length]), package[HEADER_SIZE + length:]
+
+
+def _head(body: bytes) -> bytes:
+    return b"BLAD" + struct.pack("<HHQ", 2, 0, len(body)) + blake3.blake3(body).digest() + body
+
+
+def _offset(manifest: dict, index: int) -> int:
+    """Data offset of chunk `index` (chunks are [tensor, block, rung, length, digest], back to back)."""
+    return sum(chunk[3] for chunk in manifest["chunks"][:index])
 
 
 def _rebuild(manifest: dict, data: bytes) -> bytes:
     body = json.dumps(manifest).encode()
     body += b" " * (-len(body) % 8)
-    return b"BLAD" + struct.pack("<HHQ", 1, 0, len(body)) + xxhash.xxh3_128_digest(body) + body + data
+    return _head(body) + data
 
 
 def test_truncated_file_names_the_offset(tiny_package):
@@ -56,8 +65,8 @@ def test_trailing_bytes_are_refused(tiny_package):
 def test_bad_magic_and_unknown_version(tiny_package):
     with pytest.raises(BadMagicError, match="magic"):
         bitladder.open(b"PK\x03\x04" + tiny_package[4:])
-    with pytest.raises(UnsupportedVersionError, match="version 2"):
-        bitladder.open(tiny_package[:4] + struct.pack("<H", 2) + tiny_package[6:])
+    with pytest.raises(UnsupportedVersionError, match="version 1"):
+        bitladder.open(tiny_package[:4] + struct.pack("<H", 1) + tiny_package[6:])
     with pytest.raises(UnsupportedVersionError, match="flags"):
         bitladder.open(tiny_package[:6] + struct.pack("<H", 1) + tiny_package[8:])
 
@@ -65,31 +74,39 @@ def test_bad_magic_and_unknown_version(tiny_package):
 def test_oversize_or_malformed_manifest(tiny_package):
     with pytest.raises(ManifestError, match="manifest length"):
         bitladder.open(tiny_package[:8] + struct.pack("<Q", MAX_MANIFEST_SIZE + 8) + tiny_package[16:])
-    broken = bytearray(tiny_package)
-    broken[40] ^= 0x01
-    with pytest.raises(ManifestError, match="digest"):
-        bitladder.open(bytes(broken))
-    manifest, data = _split(tiny_package)
+    for offset in (16, HEADER_SIZE + 8):  # the digest in the header, then a manifest byte
+        broken = bytearray(tiny_package)
+        broken[offset] ^= 0x01
+        with pytest.raises(ManifestError, match="digest"):
+            bitladder.open(bytes(broken))
     with pytest.raises(ManifestError, match="not UTF-8 JSON"):
-        body = b"{not json" + b" " * 7
-        bitladder.open(b"BLAD" + struct.pack("<HHQ", 1, 0, len(body)) + xxhash.xxh3_128_digest(body) + body)
+        bitladder.open(_head(b"{not json" + b" " * 7))
+
+
+def _set(chunk: list, field: int, value: object) -> None:
+    chunk[field] = value
 
 
 @pytest.mark.parametrize("mutate, message", [
-    (lambda m: m["chunks"][1].update(offset=m["chunks"][1]["offset"] + 1), "hole or overlap"),
-    (lambda m: m["chunks"][0].update(tensor=99), "tensor index"),
-    (lambda m: m["chunks"][0].update(rung=7), "out of range"),
-    (lambda m: m["chunks"][0].update(codec="lzma"), "unknown codec"),
-    (lambda m: m["chunks"][0].update(length=1), "sum of its sections"),
-    (lambda m: m["chunks"][0].update(sections=[1]), "sections"),
+    (lambda m: _set(m["chunks"][0], 0, 99), "tensor index"),
+    (lambda m: _set(m["chunks"][0], 1, 5), "block 5 out of range"),
+    (lambda m: _set(m["chunks"][0], 2, 7), "carries no chunk"),
+    (lambda m: _set(m["chunks"][0], 2, [0]), "carries no chunk"),
+    (lambda m: _set(m["chunks"][0], 3, -1), "length"),
+    (lambda m: _set(m["chunks"][0], 4, "00"), "digest"),
+    (lambda m: m["chunks"][0].pop(), "is not \\[tensor, block, rung, length, digest\\]"),
+    (lambda m: m["chunks"][-1].__setitem__(3, m["chunks"][-1][3] + 1), "describe"),
     (lambda m: m["tensors"][0].update(dtype="C64"), "unknown dtype"),
     (lambda m: m["tensors"][0].update(shape=[-1]), "bad shape"),
     (lambda m: m["tensors"][1].update(name=m["tensors"][0]["name"]), "duplicate"),
     (lambda m: m.update(version=9), "version 9"),
+    (lambda m: m.update(digest="xxh3"), "chunk digest"),
     (lambda m: m.pop("ladder"), "ladder"),
     (lambda m: m["ladder"]["rungs"].reverse(), "more precise"),
-    (lambda m: m["chunks"].reverse(), "hole or overlap"),
-    (lambda m: m["chunks"].pop(), "describe"),
+    (lambda m: m["ladder"].update(block_size=0), "block_size"),
+    (lambda m: m["ladder"]["rungs"][0].update(kind=["int"]), "unknown rung"),
+    (lambda m: m["chunks"].reverse(), "out of order"),
+    (lambda m: m["chunks"].pop(), "lacks the chunk"),
 ])
 def test_inconsistent_manifest(tiny_package, mutate, message):
     manifest, data = _split(tiny_package)
@@ -102,20 +119,21 @@ def test_corrupted_chunk_is_caught_by_its_digest(tiny_package):
     manifest, data = _split(tiny_package)
     start = len(tiny_package) - len(data)
     broken = bytearray(tiny_package)
-    broken[start + manifest["chunks"][0]["offset"] + 3] ^= 0xFF
-    with pytest.raises(ChunkIntegrityError, match=r"chunk 0 \(tensor 'layer.weight', rung int4\).*digest"):
+    broken[start + 3] ^= 0xFF
+    with pytest.raises(ChunkIntegrityError, match=r"chunk 0 \(tensor 'layer.weight', block 0, rung int4\).*digest"):
         bitladder.open(bytes(broken)).decode()
 
 
 def test_decoder_keeps_rung_k_after_a_bad_chunk_in_rung_k_plus_1(tiny_package):
     manifest, data = _split(tiny_package)
     start = len(tiny_package) - len(data)
-    rung1 = next(c for c in manifest["chunks"] if c["rung"] == 1)
+    rung1 = _offset(manifest, next(i for i, c in enumerate(manifest["chunks"]) if c[2] == 1))
     broken = bytearray(tiny_package)
-    broken[start + rung1["offset"]] ^= 0x55
+    broken[start + rung1] ^= 0x55
     decoder = StreamDecoder()
-    with pytest.raises(ChunkIntegrityError):
-        decoder.feed(bytes(broken))
+    fed = decoder.feed(bytes(broken))
+    assert isinstance(fed.error, ChunkIntegrityError)
+    assert fed.updates and all(u.rung == 0 for u in fed.updates)
     assert decoder.rung == 0
     before = decoder.values("layer.weight").copy()
     assert np.abs(before - tiny_arrays()["layer.weight"]).max() < 0.1
@@ -124,8 +142,8 @@ def test_decoder_keeps_rung_k_after_a_bad_chunk_in_rung_k_plus_1(tiny_package):
     assert np.array_equal(decoder.values("layer.weight"), before)
     # A client re-fetches the bad chunk from the last verified byte and carries on.
     resume_at = decoder.rewind()
-    assert resume_at == start + rung1["offset"] and decoder.pending == 0
-    decoder.feed(tiny_package[resume_at:])
+    assert resume_at == start + rung1 and decoder.pending == 0
+    decoder.feed(tiny_package[resume_at:]).raise_for_error()
     decoder.close()
     assert decoder.tensor("layer.weight").tobytes() == tiny_arrays()["layer.weight"].tobytes()
 
@@ -134,11 +152,18 @@ def test_chunk_that_verifies_but_does_not_decode(tiny_package):
     """A well-formed digest over garbage (a hostile or buggy encoder) still fails cleanly."""
     manifest, data = _split(tiny_package)
     chunk = manifest["chunks"][0]
-    garbage = bytes(chunk["length"])
-    data = garbage + data[chunk["length"]:]
-    chunk["digest"] = "xxh3-128:" + xxhash.xxh3_128_hexdigest(garbage)
+    garbage = bytes(chunk[3])
+    data = garbage + data[chunk[3]:]
+    chunk[4] = blake3.blake3(garbage).hexdigest()
+    package = _rebuild(manifest, data)
     with pytest.raises(ChunkIntegrityError, match="chunk 0"):
-        bitladder.open(_rebuild(manifest, data)).decode()
+        bitladder.open(package).decode()
+    decoder = StreamDecoder()
+    fed = decoder.feed(package)
+    assert isinstance(fed.error, ChunkIntegrityError) and "chunk 0" in str(fed.error)
+    assert "digest" not in str(fed.error)  # it verified; the codec refused it
+    assert fed.updates == () and decoder.position == decoder.data_start  # the chunk was not accepted
+    assert decoder.rewind() == decoder.data_start
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -149,7 +174,7 @@ def test_fuzz_corrupted_packages_only_raise_bitladder_errors(flips, cut):
     for position, mask in flips:
         package[position % len(package)] ^= mask
     package = bytes(package[: cut % (len(package) + 1)]) if cut % 3 == 0 else bytes(package)
-    for attempt in (lambda: bitladder.open(package).decode(), lambda: StreamDecoder().feed(package)):
+    for attempt in (lambda: bitladder.open(package).decode(), lambda: StreamDecoder().feed(package).raise_for_error()):
         with contextlib.suppress(BitladderError):
             attempt()
 
@@ -164,26 +189,46 @@ def test_fuzz_manifest_text(edits):
         manifest_text = manifest_text[:position] + text + manifest_text[position + 1:]
     body = manifest_text.encode()
     body += b" " * (-len(body) % 8)
-    package = b"BLAD" + struct.pack("<HHQ", 1, 0, len(body)) + xxhash.xxh3_128_digest(body) + body
+    package = _head(body)
     with contextlib.suppress(BitladderError):
         bitladder.open(package + _split(GOLDEN.read_bytes())[1]).decode()
 
 
-def test_rewind_after_a_corrupt_manifest_and_updates_on_failure(tiny_package):
+@pytest.mark.parametrize("offset", [0, 5, 9, 20, HEADER_SIZE + 8])  # magic, version, length, digest, manifest
+def test_a_bad_header_or_manifest_is_fetched_again_from_byte_0(tiny_package, offset):
     broken = bytearray(tiny_package)
-    broken[40] ^= 0x01
+    broken[offset] ^= 0x01
     decoder = StreamDecoder()
-    with pytest.raises(ManifestError):
-        decoder.feed(bytes(broken))
-    assert decoder.rewind() == 32
-    decoder.feed(tiny_package[32:])
+    fed = decoder.feed(bytes(broken))
+    assert isinstance(fed.error, FormatError) and fed.updates == ()
+    assert decoder.position == 0 and decoder.manifest is None
+    assert decoder.rewind() == 0
+    assert decoder.data_start is None and decoder.pending == 0  # the bad header is forgotten with the manifest
+    decoder.feed(tiny_package).raise_for_error()
     decoder.close()
+    assert decoder.tensor("layer.weight").tobytes() == tiny_arrays()["layer.weight"].tobytes()
+
+
+def test_a_header_that_arrived_alone_is_forgotten_by_rewind(tiny_package):
+    decoder = StreamDecoder()
+    decoder.feed(tiny_package[:HEADER_SIZE + 3]).raise_for_error()
+    assert decoder.data_start is not None and decoder.position == 0 and decoder.pending == HEADER_SIZE + 3
+    assert decoder.rewind() == 0 and decoder.data_start is None
+    decoder.feed(tiny_package).raise_for_error()
+    decoder.close()
+
+
+def test_feed_returns_the_updates_before_a_failure(tiny_package):
     manifest, data = _split(tiny_package)
     start = len(tiny_package) - len(data)
     damaged = bytearray(tiny_package)
-    damaged[start + manifest["chunks"][2]["offset"]] ^= 0x55
+    damaged[start + _offset(manifest, 2)] ^= 0x55
     decoder = StreamDecoder()
-    with pytest.raises(ChunkIntegrityError) as caught:
-        decoder.feed(bytes(damaged))
-    assert [u.chunk for u in caught.value.updates] == [0, 1]
-    assert decoder.data_start == start
+    fed = decoder.feed(bytes(damaged))
+    assert isinstance(fed.error, ChunkIntegrityError) and "chunk 2" in str(fed.error)
+    assert [u.chunk for u in fed.updates] == [0, 1]
+    assert decoder.data_start == start and decoder.position == start + _offset(manifest, 2)
+    with pytest.raises(ChunkIntegrityError, match="chunk 2"):
+        fed.raise_for_error()
+    with pytest.raises(ChunkIntegrityError, match="chunk 2"):
+        decoder.close()

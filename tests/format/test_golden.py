@@ -4,8 +4,8 @@ import json
 import struct
 from pathlib import Path
 
+import blake3
 import numpy as np
-import xxhash
 
 import bitladder
 
@@ -13,20 +13,38 @@ from .conftest import tiny_arrays
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny.blad"
 
+# The 48 bytes that open tiny.blad, field by field (docs/FORMAT.md). Regenerating the golden file changes the
+# length and the digest; the rest is the format itself.
+GOLDEN_HEADER = bytes.fromhex(
+    "424c4144"                # magic "BLAD"
+    "0200"                    # format version 2, u16 LE
+    "0000"                    # flags 0
+    "b803000000000000"        # manifest length 952, u64 LE
+    "bf25ee5349327e978615607f36195bf40caaedc45fc35fbfdfba5c044bd5daf3"  # BLAKE3 of the manifest bytes
+)
+
 
 def test_header_fields_sit_where_format_md_says():
     data = GOLDEN.read_bytes()
+    assert data[:48] == GOLDEN_HEADER
     assert data[:4] == b"BLAD"
-    assert struct.unpack_from("<HH", data, 4) == (1, 0)
+    assert struct.unpack_from("<HH", data, 4) == (2, 0)
     (manifest_length,) = struct.unpack_from("<Q", data, 8)
     assert manifest_length % 8 == 0
-    manifest = data[32:32 + manifest_length]
-    assert data[16:32] == xxhash.xxh3_128_digest(manifest)
+    manifest = data[48:48 + manifest_length]
+    assert data[16:48] == blake3.blake3(manifest).digest()
     parsed = json.loads(manifest)
-    assert [c["offset"] for c in parsed["chunks"]] == sorted(c["offset"] for c in parsed["chunks"])
-    assert 32 + manifest_length + sum(c["length"] for c in parsed["chunks"]) == len(data)
+    assert parsed["version"] == 2
+    assert parsed["digest"] == "blake3"
+    assert all(len(c) == 5 for c in parsed["chunks"])  # [tensor, block, rung, length, digest]
+    assert 48 + manifest_length + sum(c[3] for c in parsed["chunks"]) == len(data)
     # rung-major: every chunk of rung 0, then rung 1, ...
-    assert [c["rung"] for c in parsed["chunks"]] == sorted(c["rung"] for c in parsed["chunks"])
+    assert [c[2] for c in parsed["chunks"]] == sorted(c[2] for c in parsed["chunks"])
+    # every chunk digest is BLAKE3 of its bytes, and chunks lie back to back
+    start = 48 + manifest_length
+    for _tensor, _block, _rung, length, digest in parsed["chunks"]:
+        assert digest == blake3.blake3(data[start:start + length]).hexdigest()
+        start += length
 
 
 def test_encoding_reproduces_the_golden_bytes(tmp_path):

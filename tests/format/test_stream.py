@@ -4,6 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bitladder import DecoderStateError, StreamDecoder, TruncatedError
+from bitladder.format.spec import HEADER_SIZE
 
 from .conftest import tiny_arrays
 from .test_golden import GOLDEN
@@ -13,7 +14,7 @@ def test_one_byte_at_a_time(tiny_package):
     decoder = StreamDecoder()
     updates = []
     for i in range(len(tiny_package)):
-        updates += decoder.feed(tiny_package[i:i + 1])
+        updates += decoder.feed(tiny_package[i:i + 1]).raise_for_error()
     decoder.close()
     assert decoder.finished and decoder.rung == 2
     assert [u.chunk for u in updates] == list(range(len(decoder.manifest.chunks)))
@@ -29,14 +30,14 @@ def test_any_split_gives_the_same_updates(cuts):
     decoder = StreamDecoder()
     updates = []
     for start, end in zip(bounds, bounds[1:], strict=False):
-        updates += decoder.feed(package[start:end])
+        updates += decoder.feed(package[start:end]).raise_for_error()
     decoder.close()
     assert [u.chunk for u in updates] == list(range(len(decoder.manifest.chunks)))
 
 
 def test_rung_progress_is_reported_per_tensor(tiny_package):
     decoder = StreamDecoder()
-    manifest_end = 32 + int.from_bytes(tiny_package[8:16], "little")
+    manifest_end = HEADER_SIZE + int.from_bytes(tiny_package[8:16], "little")
     decoder.feed(tiny_package[:manifest_end])
     assert decoder.rung == -1 and set(decoder.rungs().values()) == {-1}
     first_rung_end = manifest_end + decoder.manifest.rung_end(0)
@@ -53,7 +54,7 @@ def test_tensor_before_arrival_is_a_state_error(tiny_package):
     decoder = StreamDecoder()
     with pytest.raises(DecoderStateError):
         decoder.tensor("layer.weight")
-    decoder.feed(tiny_package[:32 + int.from_bytes(tiny_package[8:16], "little")])
+    decoder.feed(tiny_package[:HEADER_SIZE + int.from_bytes(tiny_package[8:16], "little")])
     with pytest.raises(DecoderStateError):
         decoder.tensor("layer.weight")
     with pytest.raises(KeyError):
@@ -62,7 +63,7 @@ def test_tensor_before_arrival_is_a_state_error(tiny_package):
 
 def test_release_frees_a_finished_tensor_and_refuses_an_unfinished_one(tiny_package):
     decoder = StreamDecoder()
-    manifest_end = 32 + int.from_bytes(tiny_package[8:16], "little")
+    manifest_end = HEADER_SIZE + int.from_bytes(tiny_package[8:16], "little")
     decoder.feed(tiny_package[:manifest_end])
     decoder.feed(tiny_package[manifest_end:manifest_end + decoder.manifest.rung_end(0)])
     with pytest.raises(DecoderStateError, match="chunks still to come"):

@@ -173,6 +173,20 @@ def test_bad_chunk_keeps_last_good_rung_then_resumes(package: Path, tmp_path: Pa
         assert torch.equal(model(x), expected[-1])
 
 
+def test_chunks_verified_before_a_bad_one_in_the_same_piece_are_applied(package: Path, tmp_path: Path) -> None:
+    manifest = Package.open(package).manifest
+    rung1 = [i for i, c in enumerate(manifest.chunks) if c.rung == 1]
+    assert len(rung1) > 2
+    feed = RungFeed(corrupt(package, tmp_path / "bad.blad", rung1[-1]), piece=1 << 24)
+    model = ProgressiveModel(make_net(seed=7), feed, apply="incremental")
+    feed.advance(1)  # all of rung 1 in one piece, its last chunk damaged
+    with pytest.raises(ChunkIntegrityError, match=f"chunk {rung1[-1]}"):
+        model.wait(1, timeout=30)
+    refined = {manifest.tensors[manifest.chunks[i].tensor].name for i in rung1[:-1]}
+    assert all(model.rungs()[name] >= 1 for name in refined)
+    assert model.rungs()[manifest.tensors[manifest.chunks[rung1[-1]].tensor].name] == 0
+
+
 def test_truncated_stream_is_reported(package: Path) -> None:
     feed = RungFeed(package)
     feed.send_bytes(100)

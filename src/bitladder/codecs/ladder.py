@@ -11,11 +11,15 @@ True
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 DEFAULT_LADDER = "int8,exact"
 DEFAULT_MIN_SIZE = 4096
+DEFAULT_BLOCK_SIZE = 1 << 18
+"""Elements per block: 1 MiB of a float32 source (benchmarks/compression.py measured 2^16..2^20)."""
+MAX_BLOCK_SIZE = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -44,13 +48,14 @@ class Rung:
 
     @staticmethod
     def from_json(data: Any) -> Rung:
-        if not isinstance(data, dict) or data.get("kind") not in Rung.kinds:
-            raise ValueError(f"unknown rung {data!r}")
+        kind = data.get("kind") if isinstance(data, dict) else None
+        if not isinstance(kind, str) or kind not in Rung.kinds:
+            raise ValueError(f"unknown rung {reprlib.repr(data)}")
         params = {k: v for k, v in data.items() if k != "kind"}
         try:
-            return Rung.kinds[data["kind"]](**params)
+            return Rung.kinds[kind](**params)
         except TypeError as exc:
-            raise ValueError(f"bad parameters for rung {data!r}: {exc}") from exc
+            raise ValueError(f"bad parameters for rung {reprlib.repr(data)}: {exc}") from exc
 
     @staticmethod
     def parse(text: str, group_size: int = 0) -> Rung:
@@ -73,9 +78,9 @@ class IntRung(Rung, kind="int"):
     group_size: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.bits, int) or not 2 <= self.bits <= 8:
+        if not isinstance(self.bits, int) or isinstance(self.bits, bool) or not 2 <= self.bits <= 8:
             raise ValueError(f"int rung bits must be in 2..8, got {self.bits!r}")
-        if not isinstance(self.group_size, int) or self.group_size < 0:
+        if not isinstance(self.group_size, int) or isinstance(self.group_size, bool) or not 0 <= self.group_size < 2**40:
             raise ValueError(f"group_size must be a non-negative integer, got {self.group_size!r}")
 
     @property
@@ -140,21 +145,30 @@ class Ladder:
 
     rungs: tuple[Rung, ...] = field(default_factory=lambda: Ladder.parse(DEFAULT_LADDER).rungs)
     min_size: int = DEFAULT_MIN_SIZE
+    block_size: int = DEFAULT_BLOCK_SIZE
 
     def __post_init__(self) -> None:
-        if not self.rungs:
-            raise ValueError("a ladder needs at least one rung")
+        if not isinstance(self.rungs, tuple) or not self.rungs or not all(isinstance(r, Rung) for r in self.rungs):
+            raise ValueError("a ladder needs a tuple of at least one rung")
         for before, after in zip(self.rungs, self.rungs[1:], strict=False):
             if after.precision <= before.precision:
                 raise ValueError(f"rung {after.name} must be more precise than {before.name}, which precedes it")
-        if not isinstance(self.min_size, int) or self.min_size < 0:
-            raise ValueError(f"min_size must be a non-negative integer, got {self.min_size!r}")
+        groups = {r.group_size for r in self.rungs if isinstance(r, IntRung)}
+        if len(groups) > 1:  # the int rungs' cells nest only when they share their scale rows
+            raise ValueError(f"int rungs of one ladder share one group size, got {sorted(groups)}")
+        if not isinstance(self.min_size, int) or isinstance(self.min_size, bool) or not 0 <= self.min_size < 2**40:
+            raise ValueError(f"min_size must be an integer in [0, 2**40), got {self.min_size!r}")
+        if (not isinstance(self.block_size, int) or isinstance(self.block_size, bool)
+                or not 1 <= self.block_size <= MAX_BLOCK_SIZE):
+            raise ValueError(f"block_size must be an integer in [1, {MAX_BLOCK_SIZE}], got {self.block_size!r}")
 
     @classmethod
-    def parse(cls, text: str, group_size: int = 0, min_size: int = DEFAULT_MIN_SIZE) -> Ladder:
+    def parse(cls, text: str, group_size: int = 0, min_size: int = DEFAULT_MIN_SIZE,
+              block_size: int = DEFAULT_BLOCK_SIZE) -> Ladder:
         """A ladder from a comma-separated list such as `int8,exact`."""
         names = [part for part in text.split(",") if part.strip()]
-        return cls(rungs=tuple(Rung.parse(name, group_size) for name in names), min_size=min_size)
+        return cls(rungs=tuple(Rung.parse(name, group_size) for name in names), min_size=min_size,
+                   block_size=block_size)
 
     @property
     def names(self) -> list[str]:
@@ -172,10 +186,14 @@ class Ladder:
         return isinstance(self.rungs[-1], ExactRung)
 
     def to_json(self) -> dict[str, Any]:
-        return {"rungs": [rung.to_json() for rung in self.rungs], "min_size": self.min_size}
+        return {"rungs": [rung.to_json() for rung in self.rungs], "min_size": self.min_size,
+                "block_size": self.block_size}
 
     @classmethod
     def from_json(cls, data: Any) -> Ladder:
-        if not isinstance(data, dict) or not isinstance(data.get("rungs"), list):
-            raise ValueError(f"ladder must be an object with a list of rungs, got {data!r}")
-        return cls(rungs=tuple(Rung.from_json(r) for r in data["rungs"]), min_size=data.get("min_size", 0))
+        if not isinstance(data, dict) or set(data) != {"rungs", "min_size", "block_size"} or not isinstance(data["rungs"], list):
+            raise ValueError("ladder must be an object with exactly rungs (a list), min_size and block_size")
+        if len(data["rungs"]) > 16:
+            raise ValueError(f"{len(data['rungs'])} rungs exceed the limit of 16")
+        return cls(rungs=tuple(Rung.from_json(r) for r in data["rungs"]), min_size=data["min_size"],
+                   block_size=data["block_size"])

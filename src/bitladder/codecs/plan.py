@@ -1,66 +1,163 @@
-"""Which chunk codec carries each tensor up each rung (a pure function of dtype, size and ladder)."""
+"""Which chunks carry a tensor up the ladder: a pure function of dtype, shape and ladder.
+
+Every float tensor of at least `min_size` elements goes up the ladder block by block; each rung's cells nest in
+the previous rung's (docs/FORMAT.md, "Cells"), so one chunk per (block, rung) sends the sub-cell indices. Other
+tensors travel exact, as byte planes, in the first rung.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import Enum
+from functools import cached_property
 
-import numpy as np
-from numpy.typing import NDArray
-
-from .entropy import DEFAULT_LEVEL
 from .ladder import ExactRung, HalfRung, IntRung, Ladder, Rung
-from .states import TensorSpec, TensorState, is_float
-from .transforms import ChunkCodec, Encoded, ExactDelta, ExactPlanes, HalfBase, HalfDelta, IntBase, IntRefine
+from .native import Block, NativeDtype, Refine
+from .states import TensorSpec, is_float
+
+
+class Codec(Enum):
+    """How one chunk codes a block's step: what the decoder holds before it, what it holds after."""
+
+    PLANES = "planes"          # nothing -> the source bytes (zstd, one frame per byte plane)
+    INT = "int"                # nothing -> int codes (with the block's scales)
+    INT_INT = "int-int"        # int codes -> finer int codes
+    INT_HALF = "int-half"      # int codes -> a 16-bit rounding of a float32 source
+    INT_EXACT = "int-exact"    # int codes -> the source patterns
+    HALF = "half"              # nothing -> a 16-bit rounding of a float32 source
+    HALF_EXACT = "half-exact"  # a 16-bit rounding -> the float32 source patterns
+
+    @property
+    def refine(self) -> Refine | None:
+        return {Codec.INT_HALF: Refine.INT_TO_HALF, Codec.INT_EXACT: Refine.INT_TO_EXACT,
+                Codec.HALF_EXACT: Refine.HALF_TO_EXACT}.get(self)
 
 
 @dataclass(frozen=True)
 class Step:
-    """One planned chunk: the rung it is delivered in, the rung the tensor reaches, the codec."""
+    """One chunk per block: delivered in rung `rung`, it leaves the block at rung `reaches`.
+
+    `factor` is the int rung's cell width in codes of the finest int rung (1 for the finest); an INT_INT step goes
+    from `coarse` to `factor`."""
 
     rung: int
     reaches: int
-    codec: type[ChunkCodec]
+    codec: Codec
+    factor: int = 1
+    coarse: int = 0
+
+
+def _int_factors(int_rungs: list[IntRung]) -> list[int]:
+    """Cell widths of each int rung in codes of the finest: odd multiples of the next finer rung's, so that every
+    coarse cell is a union of finer cells, and just wide enough that its codes span the finest rung's range."""
+    top = int_rungs[-1].max_code
+    factors = [1]
+    for rung in reversed(int_rungs[:-1]):
+        factor = factors[0]
+        while factor * (2 * rung.max_code + 1) < 2 * top + 1:
+            factor += 2 * factors[0]
+        factors.insert(0, factor)
+    return factors
 
 
 def _is_exact_for(rung: Rung, spec: TensorSpec) -> bool:
-    """A rung at or above the source's own precision is the exact rung for that tensor."""
-    return isinstance(rung, ExactRung) or (isinstance(rung, HalfRung) and rung.dtype == spec.dtype)
+    """A rung at a 16-bit source's precision (either 16-bit format) is that tensor's exact rung."""
+    return isinstance(rung, ExactRung) or (isinstance(rung, HalfRung) and spec.dtype != "F32")
 
 
-def plan_tensor(spec: TensorSpec, ladder: Ladder) -> list[Step]:
+@dataclass(frozen=True)
+class TensorPlan:
+    """The chunks of one tensor: its steps, and what the core needs to code any of its blocks."""
+
+    spec: TensorSpec
+    steps: tuple[Step, ...]
+    inner: NativeDtype
+    max_code: int
+    columns: int
+    block_size: int
+
+    @property
+    def laddered(self) -> bool:
+        return self.steps[0].codec is not Codec.PLANES
+
+    @property
+    def scaled(self) -> bool:
+        """Whether the tensor has int rungs (and so one scale per row)."""
+        return any(step.codec in (Codec.INT, Codec.INT_INT) for step in self.steps)
+
+    @cached_property
+    def blocks(self) -> int:
+        return max(1, -(-self.spec.numel // self.block_size))
+
+    @cached_property
+    def rows(self) -> int:
+        return self.spec.numel // self.columns if self.spec.numel else 0
+
+    def block(self, index: int) -> Block:
+        begin = index * self.block_size
+        count = min(self.block_size, self.spec.numel - begin)
+        dtype = NativeDtype[self.spec.dtype] if self.laddered else NativeDtype.NONE
+        return Block(dtype, self.inner, self.max_code, begin, max(count, 0), self.columns)
+
+    def whole(self) -> Block:
+        return Block(NativeDtype[self.spec.dtype], self.inner, self.max_code, 0, self.spec.numel, self.columns)
+
+    def step_at(self, rung: int) -> int | None:
+        """Index of the step delivered in `rung`, if any."""
+        return next((i for i, step in enumerate(self.steps) if step.rung == rung), None)
+
+
+def _columns(spec: TensorSpec, group_size: int) -> int:
+    """Elements per scale row: one row per output channel, or per `group_size` inputs when that divides a row."""
+    if spec.numel == 0:
+        return 1
+    channels = spec.shape[0] if len(spec.shape) >= 2 else 1
+    row = spec.numel // channels
+    return group_size if group_size and row % group_size == 0 else row
+
+
+def plan_tensor(spec: TensorSpec, ladder: Ladder) -> TensorPlan:
     """The chunks that carry `spec` up `ladder`.
 
     >>> ladder = Ladder.parse("int8,exact")
-    >>> [s.codec.name for s in plan_tensor(TensorSpec("w", "F32", (512, 512)), ladder)]
-    ['int', 'exact-delta']
-    >>> [s.codec.name for s in plan_tensor(TensorSpec("b", "F32", (512,)), ladder)]
+    >>> [s.codec.value for s in plan_tensor(TensorSpec("w", "F32", (512, 512)), ladder).steps]
+    ['int', 'int-exact']
+    >>> [s.codec.value for s in plan_tensor(TensorSpec("b", "F32", (512,)), ladder).steps]
     ['planes']
     """
     top = len(ladder.rungs) - 1
     if not is_float(spec.dtype) or spec.numel < max(ladder.min_size, 1):
-        return [Step(0, top, ExactPlanes)]
-    steps: list[Step] = []
-    previous: Rung | None = None
+        return TensorPlan(spec, (Step(0, top, Codec.PLANES),), NativeDtype.NONE, 1, 1, ladder.block_size)
+    lossy: list[tuple[int, Rung]] = []
+    exact_at = None
     for index, rung in enumerate(ladder.rungs):
         if _is_exact_for(rung, spec):
-            steps.append(Step(index, top, ExactDelta if steps else ExactPlanes))
+            exact_at = index
             break
+        lossy.append((index, rung))
+    int_rungs = [r for _, r in lossy if isinstance(r, IntRung)]
+    half = next((r for _, r in lossy if isinstance(r, HalfRung)), None)
+    inner = NativeDtype[half.dtype] if half is not None else NativeDtype.NONE
+    factors = iter(_int_factors(int_rungs)) if int_rungs else iter(())
+    steps: list[Step] = []
+    previous: Step | None = None
+    for index, rung in lossy:
         if isinstance(rung, IntRung):
-            codec: type[ChunkCodec] = IntRefine if isinstance(previous, IntRung) else IntBase
+            factor = next(factors)
+            step = (Step(index, index, Codec.INT_INT, factor, previous.factor) if previous is not None
+                    else Step(index, index, Codec.INT, factor))
         else:
-            codec = HalfDelta if isinstance(previous, IntRung) else HalfBase
-        steps.append(Step(index, index, codec))
-        previous = rung
-    return steps
-
-
-def encode_tensor(
-    spec: TensorSpec, source: NDArray[np.generic], ladder: Ladder, level: int = DEFAULT_LEVEL
-) -> Iterator[tuple[Step, Encoded]]:
-    """Encode one tensor rung by rung; `source` is flat, in the spec's storage dtype."""
-    state: TensorState | None = None
-    for step in plan_tensor(spec, ladder):
-        encoded = step.codec.encode(spec, source, state, ladder.rungs[step.rung], level)
-        state = encoded.state
-        yield step, encoded
+            step = Step(index, index, Codec.INT_HALF if previous is not None else Codec.HALF)
+        steps.append(step)
+        previous = step
+    if exact_at is not None:
+        if previous is None:
+            steps.append(Step(exact_at, top, Codec.PLANES))
+        else:
+            steps.append(Step(exact_at, top, Codec.HALF_EXACT if previous.codec in (Codec.HALF, Codec.INT_HALF)
+                              else Codec.INT_EXACT))
+    elif steps:
+        steps[-1] = Step(steps[-1].rung, top, steps[-1].codec, steps[-1].factor, steps[-1].coarse)
+    max_code = int_rungs[-1].max_code if int_rungs else 1
+    group = int_rungs[0].group_size if int_rungs else 0
+    return TensorPlan(spec, tuple(steps), inner, max_code, _columns(spec, group), ladder.block_size)

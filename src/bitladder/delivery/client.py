@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import httpx
 
 from ..errors import DecoderStateError, FormatError
+from ..format.framer import Fed
 from ..format.reader import StreamDecoder
 from ..format.spec import HEADER_SIZE, Manifest
 from .errors import (
@@ -45,7 +46,10 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 
 
 class Sink(Protocol):
-    """What a download feeds: a `StreamDecoder`, or a `PackageVerifier` for digest-only checks."""
+    """What a download feeds: a `StreamDecoder`, or a `PackageVerifier` for digest-only checks.
+
+    `feed` returns what verified and the error that stopped it (the download re-fetches from `rewind()`).
+    """
 
     @property
     def manifest(self) -> Manifest | None: ...
@@ -55,7 +59,7 @@ class Sink(Protocol):
     def position(self) -> int: ...
     @property
     def pending(self) -> int: ...
-    def feed(self, data: bytes) -> list[Any]: ...
+    def feed(self, data: bytes) -> Fed[Any]: ...
     def rewind(self) -> int: ...
     def close(self) -> None: ...
 
@@ -259,17 +263,12 @@ class Download:
     def _consume(self, response: httpx.Response, start: int, end: int | None) -> Iterator[Any]:
         for piece in response.iter_bytes():
             self.stats.received += len(piece)
-            failure: FormatError | None = None
-            try:
-                updates = self.sink.feed(piece)
-            except FormatError as exc:
-                failure = exc
+            fed = self.sink.feed(piece)
             self._record_events()
-            if failure is not None:
-                yield from failure.updates  # the chunks of this piece that verified before the bad one
-                self._refetch(failure)
+            yield from fed.updates  # with an error: the chunks of this piece that verified before it
+            if fed.error is not None:
+                self._refetch(fed.error)
                 return
-            yield from updates
             if self._done():
                 return
         if end is not None and self.offset < end or end is None and not self._done():
@@ -348,7 +347,7 @@ class _VerifiedPieces:
     def pending(self) -> int:
         return self._verifier.pending
 
-    def feed(self, data: bytes) -> list[Any]:
+    def feed(self, data: bytes) -> Fed[int]:
         self._held += data  # before verifying: a failure mid-call is trimmed by `rewind`
         return self._verifier.feed(data)
 
@@ -376,7 +375,7 @@ def open_url(url: str, **options: Any) -> Iterator[bytes]:
 
     >>> decoder = StreamDecoder()                                              # doctest: +SKIP
     >>> for piece in open_url("http://127.0.0.1:8000/models/m.blad"):         # doctest: +SKIP
-    ...     decoder.feed(piece)
+    ...     decoder.feed(piece).raise_for_error()
     """
     sink = _VerifiedPieces()
     for _ in Download(url, sink=sink, **options):

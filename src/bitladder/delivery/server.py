@@ -197,7 +197,7 @@ async def _publish(request: Request, path: Path) -> Response:
     try:
         with open(temporary, "wb") as handle:
             async for piece in request.stream():
-                verifier.feed(piece)
+                verifier.feed(piece).raise_for_error()
                 await anyio.to_thread.run_sync(handle.write, piece)
             verifier.close()
             handle.flush()

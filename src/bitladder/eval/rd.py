@@ -32,7 +32,7 @@ def rung_state(package: Package, rung: int) -> dict[str, np.ndarray]:
     manifest = package.manifest
     decoder = StreamDecoder()
     whole = memoryview(package.chunk_bytes(0).obj)  # the mapped file behind the package
-    decoder.feed(whole[:package.data_start + manifest.rung_end(rung)])
+    decoder.feed(whole[:package.data_start + manifest.rung_end(rung)]).raise_for_error()
     return {spec.name: decoder.values(spec.name) if is_float(spec.dtype) else decoder.tensor(spec.name)
             for spec in manifest.tensors}
 

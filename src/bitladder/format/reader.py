@@ -1,8 +1,9 @@
 """Reading packages: an incremental decoder fed bytes in pieces of any size, and random access to files.
 
-The decoder keeps, per tensor, the state of the last chunk that verified. A chunk that fails its digest
-or does not decode raises `ChunkIntegrityError` and changes nothing: the tensors stay usable at the rung
-they had reached, and the decoder refuses further bytes (the stream position is no longer trustworthy).
+The decoder keeps, per tensor, the state of the last chunk that verified. A chunk that fails its digest or
+does not decode changes nothing: `feed` returns the error (with the chunks of that call that verified before
+it), the tensors stay usable at the rung they had reached, and the decoder refuses further bytes until
+`rewind()` (the stream position is no longer trustworthy).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from ..codecs.states import TensorSpec, TensorState
-from ..codecs.transforms import ChunkCodec
+from ..codecs.blocks import TensorState
+from ..codecs.states import TensorSpec
 from ..errors import ChunkIntegrityError, DecoderStateError, FormatError, TruncatedError
-from .spec import HEADER_SIZE, ChunkEntry, Header, Manifest, digest
+from .framer import Chunk, Fed, Framed, Framer
+from .spec import HEADER_SIZE, Header, Manifest, digest
 
 
 @dataclass(frozen=True)
@@ -32,149 +34,84 @@ class TensorUpdate:
     reaches: int
 
 
-def _apply_chunk(manifest: Manifest, states: list[TensorState | None], index: int, payload: memoryview) -> TensorState:
-    """Verify and decode chunk `index`; returns the tensor's new state without storing it."""
+def _check_chunk(manifest: Manifest, index: int, payload: memoryview) -> None:
+    """The digest check of random access (a stream's chunks are checked by its `Framer`)."""
     entry = manifest.chunks[index]
-    spec = manifest.tensors[entry.tensor]
-    where = f"chunk {index} (tensor {spec.name!r}, rung {manifest.ladder.rungs[entry.rung].name})"
     if len(payload) != entry.length:
-        raise TruncatedError(f"{where}: got {len(payload)} of {entry.length} bytes")
+        raise TruncatedError(f"{manifest.describe_chunk(index)}: got {len(payload)} of {entry.length} bytes")
     if digest(payload) != entry.digest:
-        raise ChunkIntegrityError(f"{where}: digest mismatch at data offset {entry.offset}")
-    sections, start = [], 0
-    for length in entry.sections:
-        sections.append(payload[start:start + length])
-        start += length
+        raise ChunkIntegrityError(f"{manifest.describe_chunk(index)}: digest mismatch at data offset {entry.offset}")
+
+
+def _decode_chunk(manifest: Manifest, states: list[TensorState | None], index: int, payload: memoryview) -> TensorState:
+    """Decode verified chunk `index` into its tensor's state (created at the tensor's first chunk)."""
+    entry = manifest.chunks[index]
+    state = states[entry.tensor]
+    if state is None:
+        state = TensorState(manifest.plans[entry.tensor])
     try:
-        return ChunkCodec.lookup(entry.codec).decode(spec, states[entry.tensor], sections, entry.params)
+        state.apply(entry.step, entry.block, payload)
     except ChunkIntegrityError as exc:
-        raise ChunkIntegrityError(f"{where}: {exc}") from exc
-    except (ValueError, TypeError, IndexError) as exc:
-        raise ChunkIntegrityError(f"{where}: does not decode ({exc})") from exc
+        raise ChunkIntegrityError(f"{manifest.describe_chunk(index)}: {exc}") from exc
+    return state
 
 
-class StreamDecoder:
+class StreamDecoder(Framed):
     """Decode a package from a byte stream, chunk by chunk.
 
     >>> decoder = StreamDecoder()
     >>> for piece in pieces:                       # doctest: +SKIP
-    ...     for update in decoder.feed(piece):
+    ...     fed = decoder.feed(piece)
+    ...     for update in fed.updates:
     ...         print(update.name, decoder.manifest.ladder.rungs[update.reaches].name)
+    ...     if fed.error is not None:
+    ...         resume_at = decoder.rewind()       # fetch again from there
     """
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._consumed = 0
-        self._header: Header | None = None
-        self.manifest: Manifest | None = None
+        self._framer = Framer()
         self._states: list[TensorState | None] = []
         self._released: set[int] = set()
         self._reached: list[int] = []
-        self._next_chunk = 0
-        self._failed: BaseException | None = None
+        self._names: dict[str, int] = {}
+        self._last_chunk: list[int] = []
 
-    @property
-    def position(self) -> int:
-        """Bytes of the package accepted so far (header, manifest and verified chunks)."""
-        return self._consumed
+    def feed(self, data: bytes | bytearray | memoryview) -> Fed[TensorUpdate]:
+        """Accept more bytes; returns the tensors that moved up, in delivery order, and the error that stopped
+        the call, if any (the updates listed before it stand). After an error, `feed` raises
+        `DecoderStateError` until `rewind()`.
 
-    @property
-    def data_start(self) -> int | None:
-        """File offset of the first chunk (header plus manifest), once the header has arrived."""
-        return None if self._header is None else HEADER_SIZE + self._header.manifest_length
-
-    @property
-    def pending(self) -> int:
-        """Bytes received but not yet verified (the part of the chunk in flight that has arrived)."""
-        return len(self._buffer)
-
-    def rewind(self) -> int:
-        """Drop unverified bytes and clear a chunk failure; returns the offset to resume the stream from.
-
-        A client calls this after a dropped connection or a bad chunk, then feeds bytes again from the
-        returned offset (an HTTP Range request). Tensors keep the rung they reached.
+        >>> StreamDecoder().feed(package_bytes).raise_for_error()   # doctest: +SKIP
         """
-        self._buffer.clear()
-        self._failed = None
-        return self._consumed
+        fed = self._framer.feed(data, self._accept)
+        self._bind()
+        return fed
 
-    @property
-    def finished(self) -> bool:
-        return self.manifest is not None and self._next_chunk == len(self.manifest.chunks)
+    def _bind(self) -> None:
+        """Size the per-tensor state once the manifest has arrived."""
+        manifest = self._framer.manifest
+        if manifest is not None and len(self._reached) != len(manifest.tensors):
+            self._states = [None] * len(manifest.tensors)
+            self._reached = [-1] * len(manifest.tensors)
+            self._names = {spec.name: index for index, spec in enumerate(manifest.tensors)}
+            self._last_chunk = [-1] * len(manifest.tensors)
+            for index, entry in enumerate(manifest.chunks):
+                self._last_chunk[entry.tensor] = index
 
-    def _take(self, size: int) -> memoryview | None:
-        if len(self._buffer) < size:
-            return None
-        return memoryview(self._buffer)[:size]
-
-    def _drop(self, size: int) -> None:
-        del self._buffer[:size]
-        self._consumed += size
-
-    def feed(self, data: bytes | bytearray | memoryview) -> list[TensorUpdate]:
-        """Accept more bytes; returns the tensors that moved up, in delivery order.
-
-        On a bad chunk the `FormatError` raised carries `.updates`: the chunks of this call that verified first.
-        """
-        if self._failed is not None:
-            raise DecoderStateError(f"decoder stopped after an error at byte {self._consumed}: {self._failed}")
-        self._buffer += data
-        updates: list[TensorUpdate] = []
-        try:
-            while self._step(updates):
-                pass
-        except FormatError as exc:
-            self._failed = exc
-            exc.updates = updates
-            raise
-        return updates
-
-    def _step(self, updates: list[TensorUpdate]) -> bool:
-        if self._header is None:
-            view = self._take(HEADER_SIZE)
-            if view is None:
-                return False
-            with view:  # released even when parsing fails, so that rewind() can resize the buffer
-                self._header = Header.unpack(view)
-            self._drop(HEADER_SIZE)
-            return True
-        if self.manifest is None:
-            view = self._take(self._header.manifest_length)
-            if view is None:
-                return False
-            with view:
-                self.manifest = Manifest.decode(self._header, view)
-            self._states = [None] * len(self.manifest.tensors)
-            self._reached = [-1] * len(self.manifest.tensors)
-            self._drop(self._header.manifest_length)
-            return True
-        if self._next_chunk >= len(self.manifest.chunks):
-            if self._buffer:
-                raise FormatError(f"{len(self._buffer)} bytes after the last chunk at offset {self._consumed}")
-            return False
-        entry = self.manifest.chunks[self._next_chunk]
-        view = self._take(entry.length)
-        if view is None:
-            return False
-        with view:
-            state = _apply_chunk(self.manifest, self._states, self._next_chunk, view)
-        self._drop(entry.length)
-        updates.append(self._commit(entry, state))
-        return True
-
-    def _commit(self, entry: ChunkEntry, state: TensorState) -> TensorUpdate:
-        assert self.manifest is not None
+    def _accept(self, chunk: Chunk) -> TensorUpdate | None:
+        manifest = self._manifest()
+        self._bind()
+        assert chunk.payload is not None  # the framer keeps payloads unless built verify-only
+        entry = chunk.entry
+        if entry.tensor in self._released:
+            raise DecoderStateError(f"{manifest.describe_chunk(chunk.index)}: its tensor was released")
+        state = _decode_chunk(manifest, self._states, chunk.index, chunk.payload)
         self._states[entry.tensor] = state
-        self._reached[entry.tensor] = entry.reaches
-        index = self._next_chunk
-        self._next_chunk += 1
-        return TensorUpdate(self.manifest.tensors[entry.tensor].name, entry.tensor, index, entry.rung, entry.reaches)
-
-    def close(self) -> None:
-        """Declare the end of the stream; raises `TruncatedError` if the package is incomplete."""
-        if self.manifest is None or not self.finished:
-            expected = "the manifest" if self.manifest is None else f"chunk {self._next_chunk}"
-            raise TruncatedError(f"stream ended at byte {self._consumed + len(self._buffer)} inside {expected}")
+        reached = state.rung
+        if reached == self._reached[entry.tensor]:
+            return None  # other blocks of the tensor are still below this rung
+        self._reached[entry.tensor] = reached
+        return TensorUpdate(manifest.tensors[entry.tensor].name, entry.tensor, chunk.index, entry.rung, reached)
 
     def release(self, name: str) -> None:
         """Forget a tensor whose last chunk has been decoded, once the caller holds it (its memory is freed
@@ -182,19 +119,16 @@ class StreamDecoder:
 
         >>> decoder.release("fc.weight")         # doctest: +SKIP
         """
-        manifest = self._manifest()
         index = self._index(name)
-        last = max((i for i, entry in enumerate(manifest.chunks) if entry.tensor == index), default=-1)
-        if last >= self._next_chunk:
+        last = self._last_chunk[index]
+        if last >= self._framer.next_chunk:
             raise DecoderStateError(f"tensor {name!r} has chunks still to come (chunk {last}); it cannot be released")
         self._states[index] = None
         self._released.add(index)
 
     def _index(self, name: str) -> int:
-        for index, spec in enumerate(self._manifest().tensors):
-            if spec.name == name:
-                return index
-        raise KeyError(name)
+        self._manifest()
+        return self._names[name]
 
     def _state(self, index: int) -> TensorState:
         state = self._states[index]
@@ -233,13 +167,13 @@ class StreamDecoder:
         """A float tensor as float32 values at its current rung (dequantized), shaped."""
         index = self._index(name)
         spec = self._manifest().tensors[index]
-        return self._state(index).values(spec).reshape(spec.shape)
+        return self._state(index).values().reshape(spec.shape)
 
 
 def _materialize(spec: TensorSpec, state: TensorState | None) -> NDArray[np.generic]:
     if state is None:
         raise DecoderStateError(f"tensor {spec.name!r} has not arrived yet")
-    return state.bits(spec).reshape(spec.shape)
+    return state.bits().reshape(spec.shape)
 
 
 class Package:
@@ -292,7 +226,9 @@ class Package:
         states: list[TensorState | None] = [None] * len(self.manifest.tensors)
         for index, entry in enumerate(self.manifest.chunks):
             if entry.rung <= rung:
-                states[entry.tensor] = _apply_chunk(self.manifest, states, index, self.chunk_bytes(index))
+                payload = self.chunk_bytes(index)
+                _check_chunk(self.manifest, index, payload)
+                states[entry.tensor] = _decode_chunk(self.manifest, states, index, payload)
         return {spec.name: _materialize(spec, state) for spec, state in zip(self.manifest.tensors, states, strict=False)}
 
     def stream(self, piece_size: int = 1 << 20) -> StreamDecoder:
@@ -300,6 +236,6 @@ class Package:
         decoder = StreamDecoder()
         view = memoryview(self._data)
         for start in range(0, len(view), piece_size):
-            decoder.feed(view[start:start + piece_size])
+            decoder.feed(view[start:start + piece_size]).raise_for_error()
         decoder.close()
         return decoder

@@ -2,42 +2,104 @@
 
     offset  size  field
     0       4     magic b"BLAD"
-    4       2     format version, u16 little-endian (1)
+    4       2     format version, u16 little-endian (2)
     6       2     flags, u16 (0; anything else is refused)
     8       8     manifest length M in bytes, u64 little-endian (8 <= M <= 64 MiB, M % 8 == 0)
-    16      16    xxh3-128 digest of the M manifest bytes (big-endian digest bytes)
-    32      M     manifest: UTF-8 JSON object, right-padded with spaces
-    32 + M  ...   chunks back to back, in manifest order; together exactly `data_length` bytes
+    16      32    BLAKE3 digest (32 bytes) of the M manifest bytes
+    48      M     manifest: UTF-8 JSON object, right-padded with spaces
+    48 + M  ...   chunks back to back, in manifest order; together exactly `data_length` bytes
+
+Chunk digests are "blake3:" + the 64 hex digits of the BLAKE3 digest of the chunk bytes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import reprlib
 import struct
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Final
 
-import xxhash
+import blake3
 
 from ..codecs.ladder import Ladder
+from ..codecs.plan import TensorPlan, plan_tensor
 from ..codecs.states import STORAGE, TensorSpec
-from ..codecs.transforms import ChunkCodec
 from ..errors import BadMagicError, ManifestError, UnsupportedVersionError
 
 MAGIC: Final = b"BLAD"
-VERSION: Final = 1
-HEADER_SIZE: Final = 32
+VERSION: Final = 2
+HEADER_SIZE: Final = 48
 MAX_MANIFEST_SIZE: Final = 64 * 1024 * 1024
 MAX_TENSORS: Final = 1_000_000
-MAX_SECTIONS: Final = 16
 MAX_RANK: Final = 16
-DIGEST_PREFIX: Final = "xxh3-128:"
-_HEADER: Final = struct.Struct("<4sHHQ16s")
+DIGEST_NAME: Final = "blake3"
+DIGEST_PREFIX: Final = DIGEST_NAME + ":"
+DIGEST_HEX: Final = 64  # hex digits after the prefix (a 32-byte BLAKE3 digest)
+_HEADER: Final = struct.Struct("<4sHHQ32s")
 
 
-def digest(data: bytes | memoryview) -> str:
-    """The chunk digest string the manifest records."""
-    return DIGEST_PREFIX + xxhash.xxh3_128_hexdigest(data)
+class ChunkHasher:
+    """The chunk digest computed incrementally: `update` with the bytes in order, then `digest()`.
+
+    BLAKE3 hashes many 1 KiB chunks at once only when an update starts on a wide boundary of its input, so
+    bytes are handed to it in whole blocks of `_BLOCK` (fewer than `_BLOCK` bytes wait here); pieces cut
+    anywhere would otherwise hash several times slower.
+
+    >>> hasher = ChunkHasher()
+    >>> hasher.update(b"ab"); hasher.update(b"c")
+    >>> hasher.digest() == digest(b"abc")
+    True
+    """
+
+    _BLOCK: Final = 64 * 1024
+
+    def __init__(self) -> None:
+        self._state = blake3.blake3()
+        self._staged = bytearray()
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        if self._staged:
+            take = min(self._BLOCK - len(self._staged), len(view))
+            self._staged += view[:take]
+            view = view[take:]
+            if len(self._staged) < self._BLOCK:
+                return
+            self._state.update(self._staged)
+            self._staged.clear()
+        whole = len(view) - len(view) % self._BLOCK
+        if whole:
+            self._state.update(view[:whole])
+        self._staged += view[whole:]
+
+    def digest(self) -> str:
+        """The digest string of every byte given since construction or the last `reset`."""
+        self._state.update(self._staged)
+        self._staged.clear()
+        return DIGEST_PREFIX + self._state.hexdigest()
+
+    def reset(self) -> None:
+        self._state.reset()
+        self._staged.clear()
+
+
+def digest(data: bytes | bytearray | memoryview) -> str:
+    """The chunk digest string the manifest records.
+
+    >>> digest(b"")[:15]
+    'blake3:af1349b9'
+    """
+    hasher = ChunkHasher()
+    hasher.update(data)
+    return hasher.digest()
+
+
+def manifest_digest(body: bytes | bytearray | memoryview) -> bytes:
+    """The 32 bytes the header records for the manifest `body`: its BLAKE3 digest."""
+    return blake3.blake3(body).digest()
 
 
 @dataclass(frozen=True)
@@ -49,13 +111,14 @@ class Header:
         return _HEADER.pack(MAGIC, VERSION, 0, self.manifest_length, self.manifest_digest)
 
     @classmethod
-    def unpack(cls, data: bytes | memoryview) -> Header:
-        """Parse and check the 32 fixed bytes at the start of a package."""
+    def unpack(cls, data: bytes | bytearray | memoryview) -> Header:
+        """Parse and check the fixed `HEADER_SIZE` bytes at the start of a package."""
+        magic = bytes(data[:len(MAGIC)])
+        if len(magic) == len(MAGIC) and magic != MAGIC:  # a short file that is no package says so first
+            raise BadMagicError(f"bytes 0-3 are {magic!r}, not the bitladder magic {MAGIC!r}")
         if len(data) < HEADER_SIZE:
             raise BadMagicError(f"package shorter than its {HEADER_SIZE}-byte header ({len(data)} bytes)")
-        magic, version, flags, length, manifest_digest = _HEADER.unpack(bytes(data[:HEADER_SIZE]))
-        if magic != MAGIC:
-            raise BadMagicError(f"bytes 0-3 are {magic!r}, not the bitladder magic {MAGIC!r}")
+        _, version, flags, length, manifest_digest = _HEADER.unpack(bytes(data[:HEADER_SIZE]))
         if version != VERSION:
             raise UnsupportedVersionError(f"format version {version} at offset 4; this library reads {VERSION}")
         if flags != 0:
@@ -67,31 +130,26 @@ class Header:
 
 @dataclass(frozen=True)
 class ChunkEntry:
-    """Where one chunk lies (relative to the data start) and how to decode it."""
+    """Where one chunk lies (relative to the data start): one block of one tensor moving up one rung.
+
+    Only tensor, block, rung, length and digest are stored; `step` (the plan step it carries) and `reaches` follow
+    from the tensor's plan, `offset` from the chunks before it."""
 
     tensor: int
+    block: int
     rung: int
     reaches: int
-    codec: str
-    params: dict[str, Any]
-    sections: tuple[int, ...]
+    step: int
     offset: int
+    length: int
     digest: str
-
-    @property
-    def length(self) -> int:
-        return sum(self.sections)
 
     @property
     def end(self) -> int:
         return self.offset + self.length
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "tensor": self.tensor, "rung": self.rung, "reaches": self.reaches, "codec": self.codec,
-            "params": self.params, "sections": list(self.sections), "offset": self.offset,
-            "length": self.length, "digest": self.digest,
-        }
+    def to_json(self) -> list[Any]:
+        return [self.tensor, self.block, self.rung, self.length, self.digest[len(DIGEST_PREFIX):]]
 
 
 @dataclass(frozen=True)
@@ -105,6 +163,11 @@ class Manifest:
     schedule: str
     tensors: tuple[TensorSpec, ...]
     chunks: tuple[ChunkEntry, ...]
+
+    @cached_property
+    def plans(self) -> tuple[TensorPlan, ...]:
+        """Each tensor's plan: which chunks carry it up the ladder (docs/FORMAT.md, "Chunks")."""
+        return tuple(plan_tensor(spec, self.ladder) for spec in self.tensors)
 
     @property
     def data_length(self) -> int:
@@ -121,11 +184,17 @@ class Manifest:
         """Data offset just past the last chunk of `rung` (a device wanting only that rung stops here)."""
         return max((c.end for c in self.chunks if c.rung <= rung), default=0)
 
+    def describe_chunk(self, index: int) -> str:
+        """How error messages name chunk `index`: by its tensor and rung."""
+        entry = self.chunks[index]
+        return (f"chunk {index} (tensor {self.tensors[entry.tensor].name!r}, block {entry.block}, "
+                f"rung {self.ladder.rungs[entry.rung].name})")
+
     def to_json(self) -> dict[str, Any]:
         return {
             "format": "bitladder", "version": VERSION,
             "model": {"id": self.model_id, "version": self.model_version},
-            "source": self.source, "ladder": self.ladder.to_json(), "schedule": self.schedule,
+            "source": self.source, "ladder": self.ladder.to_json(), "schedule": self.schedule, "digest": DIGEST_NAME,
             "tensors": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in self.tensors],
             "chunks": [c.to_json() for c in self.chunks],
         }
@@ -136,18 +205,22 @@ class Manifest:
         body += b" " * (-len(body) % 8)
         if len(body) > MAX_MANIFEST_SIZE:
             raise ManifestError(f"manifest of {len(body)} bytes exceeds {MAX_MANIFEST_SIZE}")
-        return Header(len(body), xxhash.xxh3_128_digest(body)).pack() + body
+        return Header(len(body), manifest_digest(body)).pack() + body
 
     @classmethod
     def decode(cls, header: Header, body: bytes | memoryview) -> Manifest:
         """Check the manifest bytes against the header digest, parse and validate them."""
-        if xxhash.xxh3_128_digest(body) != header.manifest_digest:
+        if manifest_digest(body) != header.manifest_digest:
             raise ManifestError(f"manifest bytes at offsets {HEADER_SIZE}-{HEADER_SIZE + len(body)} fail their digest")
         try:
-            data = json.loads(bytes(body).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ManifestError(f"manifest is not UTF-8 JSON: {exc}") from exc
+            data = json.loads(bytes(body).decode("utf-8"), parse_constant=_no_constant)
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: JSON errors, huge integers
+            raise ManifestError(f"manifest is not UTF-8 JSON within limits: {reprlib.repr(str(exc))}") from exc
         return _parse_manifest(data)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _fail(where: str, message: str) -> ManifestError:
@@ -167,19 +240,22 @@ def _parse_manifest(data: Any) -> Manifest:
     if _get(data, "format", str, "root") != "bitladder":
         raise _fail("root", "format is not 'bitladder'")
     if _get(data, "version", int, "root") != VERSION:
-        raise UnsupportedVersionError(f"manifest version {data['version']}; this library reads {VERSION}")
+        raise UnsupportedVersionError(f"manifest version {reprlib.repr(data['version'])}; this library reads {VERSION}")
+    if _get(data, "digest", str, "root") != DIGEST_NAME:
+        raise _fail("root", f"chunk digest {reprlib.repr(data['digest'])} is not {DIGEST_NAME!r}")
     model = _get(data, "model", dict, "root")
     try:
         ladder = Ladder.from_json(_get(data, "ladder", dict, "root"))
     except ValueError as exc:
         raise _fail("ladder", str(exc)) from exc
     tensors = _parse_tensors(_get(data, "tensors", list, "root"))
-    chunks = _parse_chunks(_get(data, "chunks", list, "root"), tensors, ladder)
-    return Manifest(
+    manifest = Manifest(
         model_id=_get(model, "id", str, "model"), model_version=_get(model, "version", str, "model"),
         source=_get(data, "source", dict, "root"), ladder=ladder,
-        schedule=_get(data, "schedule", str, "root"), tensors=tensors, chunks=chunks,
+        schedule=_get(data, "schedule", str, "root"), tensors=tensors, chunks=(),
     )
+    chunks = _parse_chunks(_get(data, "chunks", list, "root"), manifest.plans, ladder)
+    return dataclasses.replace(manifest, chunks=chunks)
 
 
 def _parse_tensors(items: list[Any]) -> tuple[TensorSpec, ...]:
@@ -191,11 +267,11 @@ def _parse_tensors(items: list[Any]) -> tuple[TensorSpec, ...]:
         name, dtype = _get(item, "name", str, where), _get(item, "dtype", str, where)
         shape = _get(item, "shape", list, where)
         if name in names:
-            raise _fail(where, f"duplicate name {name!r}")
+            raise _fail(where, f"duplicate name {reprlib.repr(name)}")
         if dtype not in STORAGE:
-            raise _fail(where, f"unknown dtype {dtype!r}")
+            raise _fail(where, f"unknown dtype {reprlib.repr(dtype)}")
         if len(shape) > MAX_RANK or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**40 for d in shape):
-            raise _fail(where, f"bad shape {shape!r}")
+            raise _fail(where, f"bad shape {reprlib.repr(shape)}")
         spec = TensorSpec(name, dtype, tuple(shape))
         if spec.numel >= 2**40:
             raise _fail(where, f"{spec.numel} elements exceed the limit of 2**40")
@@ -204,48 +280,48 @@ def _parse_tensors(items: list[Any]) -> tuple[TensorSpec, ...]:
     return tuple(specs)
 
 
-def _parse_chunk(item: Any, where: str, tensors: tuple[TensorSpec, ...], ladder: Ladder) -> ChunkEntry:
-    tensor = _get(item, "tensor", int, where)
-    rung, reaches = _get(item, "rung", int, where), _get(item, "reaches", int, where)
-    if not 0 <= tensor < len(tensors):
-        raise _fail(where, f"tensor index {tensor} out of range")
-    if not 0 <= rung <= reaches < len(ladder.rungs):
-        raise _fail(where, f"rung {rung} / reaches {reaches} out of range for a {len(ladder.rungs)}-rung ladder")
-    codec_name = _get(item, "codec", str, where)
-    if codec_name not in ChunkCodec.registry:
-        raise _fail(where, f"unknown codec {codec_name!r}")
-    params = _get(item, "params", dict, where)
-    sections = _get(item, "sections", list, where)
-    if len(sections) > MAX_SECTIONS or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in sections):
-        raise _fail(where, f"bad section lengths {sections!r}")
-    if len(sections) != ChunkCodec.registry[codec_name].section_count(tensors[tensor], params):
-        raise _fail(where, f"{len(sections)} sections do not fit codec {codec_name!r}")
-    entry = ChunkEntry(tensor, rung, reaches, codec_name, params, tuple(sections),
-                       _get(item, "offset", int, where), _get(item, "digest", str, where))
-    if _get(item, "length", int, where) != entry.length:
-        raise _fail(where, f"length {item['length']} is not the sum of its sections ({entry.length})")
-    if not entry.digest.startswith(DIGEST_PREFIX) or len(entry.digest) != len(DIGEST_PREFIX) + 32:
-        raise _fail(where, f"digest {entry.digest!r} is not {DIGEST_PREFIX}<32 hex digits>")
-    return entry
+def _is_int(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value < high
 
 
-def _parse_chunks(items: list[Any], tensors: tuple[TensorSpec, ...], ladder: Ladder) -> tuple[ChunkEntry, ...]:
+def _max_chunk(plan: TensorPlan) -> int:
+    """No valid chunk of this tensor is longer (the core's output bound, zstd's for planes)."""
+    block = min(plan.block_size, plan.spec.numel)
+    return 16 * block + 2 * plan.rows + 300_000
+
+
+def _parse_chunks(items: list[Any], plans: tuple[TensorPlan, ...], ladder: Ladder) -> tuple[ChunkEntry, ...]:
     chunks: list[ChunkEntry] = []
-    last_rung_of_tensor: dict[int, int] = {}
+    next_step: dict[tuple[int, int], int] = {}
     position = 0
     for i, item in enumerate(items):
         where = f"chunk {i}"
-        entry = _parse_chunk(item, where, tensors, ladder)
-        if entry.offset != position:
-            raise _fail(where, f"offset {entry.offset} leaves a hole or overlap (expected {position})")
-        if chunks and entry.rung < chunks[-1].rung:
-            raise _fail(where, f"rung {entry.rung} after rung {chunks[-1].rung}: chunks must be in rung order")
-        if last_rung_of_tensor.get(entry.tensor, -1) >= entry.rung:
-            raise _fail(where, f"tensor {entry.tensor} already has a chunk at rung {entry.rung} or above")
-        last_rung_of_tensor[entry.tensor] = entry.reaches
-        position = entry.end
-        chunks.append(entry)
-    missing = [tensors[i].name for i in range(len(tensors)) if i not in last_rung_of_tensor]
-    if missing:
-        raise _fail("chunks", f"no chunk for tensor(s) {missing[:3]}")
+        if not isinstance(item, list) or len(item) != 5:
+            raise _fail(where, "is not [tensor, block, rung, length, digest]")
+        tensor, block, rung, length, hex_digits = item
+        if not _is_int(tensor, 0, len(plans)):
+            raise _fail(where, f"tensor index {reprlib.repr(tensor)} out of range")
+        plan = plans[tensor]
+        if not _is_int(block, 0, plan.blocks):
+            raise _fail(where, f"block {reprlib.repr(block)} out of range: tensor {tensor} has {plan.blocks}")
+        step = plan.step_at(rung) if _is_int(rung, 0, len(ladder.rungs)) else None
+        if step is None:
+            raise _fail(where, f"rung {reprlib.repr(rung)} carries no chunk of tensor {tensor}")
+        if next_step.get((tensor, block), 0) != step:
+            raise _fail(where, f"tensor {tensor} block {block} gets rung {rung} out of order")
+        next_step[(tensor, block)] = step + 1
+        if not _is_int(length, 0, _max_chunk(plan) + 1):
+            raise _fail(where, f"length {reprlib.repr(length)} out of range")
+        if not isinstance(hex_digits, str) or len(hex_digits) != DIGEST_HEX or hex_digits.strip("0123456789abcdef"):
+            raise _fail(where, f"digest {reprlib.repr(hex_digits)} is not {DIGEST_HEX} lowercase hex digits")
+        if chunks and rung < chunks[-1].rung:
+            raise _fail(where, f"rung {rung} after rung {chunks[-1].rung}: chunks must be in rung order")
+        chunks.append(ChunkEntry(tensor, block, rung, plan.steps[step].reaches, step, position, length,
+                                 DIGEST_PREFIX + hex_digits))
+        position += length
+    for tensor, plan in enumerate(plans):
+        for block in range(plan.blocks):
+            if next_step.get((tensor, block), 0) != len(plan.steps):
+                raise _fail("chunks", f"tensor {tensor} block {block} lacks the chunk of step "
+                            f"{next_step.get((tensor, block), 0)}")
     return tuple(chunks)

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..codecs.ladder import Ladder
+from ..codecs.plan import TensorPlan, plan_tensor
 from ..codecs.states import TensorSpec
-from ..codecs.transforms import Encoded
 from .spec import ChunkEntry, Manifest, digest
 
 Schedule = Callable[[Sequence[TensorSpec], Sequence[int]], list[int]]
@@ -61,14 +61,13 @@ class PackageWriter:
     """Builds one package file.
 
     >>> import numpy as np, tempfile, pathlib
-    >>> from bitladder.codecs.plan import encode_tensor
+    >>> from bitladder.codecs.blocks import encode_tensor
     >>> ladder = Ladder.parse("int8,exact")
-    >>> spec = TensorSpec("w", "F32", (64, 64))
     >>> out = pathlib.Path(tempfile.mkdtemp()) / "w.blad"
     >>> writer = PackageWriter(out, "demo", "1", {}, ladder)
-    >>> index = writer.add_tensor(spec)
-    >>> for step, encoded in encode_tensor(spec, np.ones(4096, np.float32).view(np.uint32), ladder):
-    ...     writer.add_chunk(index, step.rung, step.reaches, encoded)
+    >>> index, plan = writer.add_tensor(TensorSpec("w", "F32", (64, 64)))
+    >>> for step, block, payload in encode_tensor(plan, np.ones(4096, np.float32).view(np.uint32)):
+    ...     writer.add_chunk(index, step, block, payload)
     >>> len(writer.finish().chunks)
     2
     """
@@ -86,6 +85,8 @@ class PackageWriter:
         self._path = Path(path)
         self._meta = (model_id, model_version, source, ladder, schedule)
         self._tensors: list[TensorSpec] = []
+        self._plans: list[TensorPlan] = []
+        self._names: set[str] = set()
         self._chunks: list[ChunkEntry] = []  # offsets into the spool until `finish` lays them out
         # Open across calls until finish() or abort() closes it, so no context manager.
         self._spool: IO[bytes] | None = tempfile.TemporaryFile(dir=self._path.parent)  # noqa: SIM115
@@ -96,35 +97,41 @@ class PackageWriter:
             raise ValueError(f"package {self._path} is already finished")
         return self._spool
 
-    def add_tensor(self, spec: TensorSpec) -> int:
-        """Register a tensor (in source order); returns its index."""
+    def add_tensor(self, spec: TensorSpec) -> tuple[int, TensorPlan]:
+        """Register a tensor (in source order); returns its index and the plan its chunks follow."""
         self._open_spool()
-        if any(t.name == spec.name for t in self._tensors):
+        if spec.name in self._names:
             raise ValueError(f"tensor {spec.name!r} added twice")
+        _, _, _, ladder, _ = self._meta
+        self._names.add(spec.name)
         self._tensors.append(spec)
-        return len(self._tensors) - 1
+        self._plans.append(plan_tensor(spec, ladder))
+        return len(self._tensors) - 1, self._plans[-1]
 
-    def add_chunk(self, tensor: int, rung: int, reaches: int, encoded: Encoded) -> None:
-        """Spool one encoded chunk of tensor `tensor` delivered in rung `rung`."""
+    def add_chunk(self, tensor: int, step: int, block: int, payload: bytes) -> None:
+        """Spool the payload of block `block` of tensor `tensor` for its plan's step `step`."""
         spool = self._open_spool()
         if not 0 <= tensor < len(self._tensors):
             raise ValueError(f"unknown tensor index {tensor}")
-        payload = b"".join(encoded.sections)
+        plan = self._plans[tensor]
+        if not (0 <= step < len(plan.steps) and 0 <= block < plan.blocks):
+            raise ValueError(f"tensor {tensor} has no step {step} / block {block}")
         spool.write(payload)
-        self._chunks.append(ChunkEntry(tensor, rung, reaches, encoded.codec, encoded.params,
-                                       tuple(len(s) for s in encoded.sections), self._spool_size, digest(payload)))
+        rung, reaches = plan.steps[step].rung, plan.steps[step].reaches
+        self._chunks.append(ChunkEntry(tensor, block, rung, reaches, step, self._spool_size, len(payload), digest(payload)))
         self._spool_size += len(payload)
 
     def _layout(self) -> tuple[Manifest, list[ChunkEntry]]:
         """The manifest (file offsets) and the spooled chunks in file order (spool offsets)."""
         model_id, model_version, source, ladder, schedule = self._meta
-        by_rung: dict[int, dict[int, ChunkEntry]] = {}
+        by_rung: dict[int, dict[int, list[ChunkEntry]]] = {}
         for chunk in self._chunks:
-            by_rung.setdefault(chunk.rung, {})[chunk.tensor] = chunk
+            by_rung.setdefault(chunk.rung, {}).setdefault(chunk.tensor, []).append(chunk)
         ordered: list[ChunkEntry] = []
         for rung in sorted(by_rung):
             scheduler = _by_priority(self._priorities, rung) if schedule == PRIORITY_SCHEDULE else SCHEDULES[schedule]
-            ordered += [by_rung[rung][i] for i in scheduler(self._tensors, list(by_rung[rung]))]
+            for tensor in scheduler(self._tensors, list(by_rung[rung])):
+                ordered += sorted(by_rung[rung][tensor], key=lambda c: c.block)
         entries, offset = [], 0
         for chunk in ordered:
             entries.append(dataclasses.replace(chunk, offset=offset))

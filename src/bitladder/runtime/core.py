@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar
@@ -230,16 +230,16 @@ class ProgressiveRuntime(Generic[P]):
             if piece is None:
                 decoder.close()  # raises TruncatedError when the package is incomplete
                 raise RuntimeUpdateError("the decoder holds a complete package without the model's tensors")
-            try:
-                updates += decoder.feed(piece)
-            except FormatError as exc:
+            fed = decoder.feed(piece)
+            updates += fed.updates
+            if fed.error is not None:
                 if decoder.manifest is None:
-                    raise
+                    raise fed.error
                 if self.manifest is not decoder.manifest:
                     self._accept_manifest(decoder.manifest)
                 if not self._has_first_rung(decoder):
-                    raise
-                return updates, exc
+                    raise fed.error
+                return updates, fed.error
 
     def _has_first_rung(self, decoder: StreamDecoder) -> bool:
         reached = decoder.rungs()
@@ -289,7 +289,9 @@ class ProgressiveRuntime(Generic[P]):
             for piece in pieces:
                 if self._stop.is_set():
                     return
-                self._apply_updates(decoder, decoder.feed(piece))
+                fed = decoder.feed(piece)
+                self._apply_updates(decoder, fed.updates)  # what verified before an error is kept
+                fed.raise_for_error()
             if not self._stop.is_set():
                 decoder.close()
         except FormatError as exc:
@@ -338,7 +340,7 @@ class ProgressiveRuntime(Generic[P]):
             self._outbox[name] = (prepared, reaches)
             self._outbox_cond.notify_all()
 
-    def _apply_updates(self, decoder: StreamDecoder, updates: list[TensorUpdate]) -> None:
+    def _apply_updates(self, decoder: StreamDecoder, updates: Iterable[TensorUpdate]) -> None:
         latest: dict[str, int] = {}
         for update in updates:
             if update.name in self._applied and update.reaches > self._applied[update.name]:

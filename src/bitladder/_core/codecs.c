@@ -1,0 +1,697 @@
+/* The block codecs: the payload of one chunk (one block of one tensor moving up one rung).
+ *
+ * Every rung's cells partition the cells of the rung before, and a refinement sends, per element, the index of
+ * its sub-cell inside the cell the decoder already holds (docs/FORMAT.md, "Cells"). The decoder derives that
+ * cell from the value it holds, so its whole state is the current values and the scales.
+ *
+ *   int        scales (u16 bf16 per touched row) | escapes | rANS(code + C)
+ *   int-int    rANS(index of the finer code, context min(|coarse|, 3))
+ *   refine     rANS(trailing-zero count per row segment; top 8 bits of zero-cell indices) | bits(indices)
+ *   half       escapes | rANS(exponent) | bits(mantissa, sign)
+ *   escapes    u32 count | u32 positions, increasing | source patterns
+ *   bits       u32 byte length | bytes (LSB first; truncated binary codes)
+ */
+#include <stdlib.h>
+
+#include "entropy.h"
+#include "kernels.h"
+
+#define CTX_TZ 255
+#define CTX_ZERO 64
+#define ZERO_TOP_BITS 8
+#define CTX_SPREAD 254
+#ifndef SPREADS
+#define SPREADS 4
+#endif
+#ifndef SPREAD_SKIP
+#define SPREAD_SKIP 2
+#endif
+
+/* Rows differ in how wide their codes spread (a row with an outlier has small codes): the encoder tells each row
+ * segment's class, mean |code| in half octaves, and codes it with that class's table. */
+static int spread_class(uint64_t total, uint64_t used) {
+    if (!used) return 0;
+    uint64_t mean = (2 * total + used) / (2 * used);          /* mean |code|, rounded */
+    int c = bitlen64(mean) - SPREAD_SKIP;
+    return c < 0 ? 0 : c >= SPREADS ? SPREADS - 1 : c;
+}
+
+uint64_t bl_block_rows(const bl_block *b) {
+    if (!b->count || !b->columns) return 0;
+    return (b->begin + b->count - 1) / b->columns - b->begin / b->columns + 1;
+}
+
+size_t bl_bound(const bl_block *b) { return (size_t)(16 * b->count + 4 * bl_block_rows(b) + 300000); }
+
+static int check_block(const bl_block *b) {
+    if (b->dtype != BL_F32 && b->dtype != BL_F16 && b->dtype != BL_BF16) return BL_E_ARGUMENT;
+    if (b->inner != BL_NONE && (b->dtype != BL_F32 || (b->inner != BL_F16 && b->inner != BL_BF16))) return BL_E_ARGUMENT;
+    if (b->max_code < 1 || b->max_code > 127 || !b->columns || b->count > ((uint64_t)1 << 32)) return BL_E_ARGUMENT;
+    return BL_OK;
+}
+
+/* The dtype int codes are taken in, and the scale range in which every cell holds its reconstruction point
+ * (so the decoder can find a value's cell from the value: proven for M <= 127, checked by bl_scales). */
+static int code_dtype(const bl_block *b) { return b->inner != BL_NONE ? b->inner : b->dtype; }
+static void scale_range(int cdt, uint16_t *lo, uint16_t *hi) {
+    if (cdt == BL_F16) { *lo = 0x3580; *hi = 0x4400; }          /* 2^-20 .. 512 */
+    else { *lo = 0x0D80; *hi = 0x7180; }                         /* 2^-100 .. 2^100 */
+}
+static int scale_value(const bl_block *b, uint16_t s16, float *s) {
+    uint16_t lo, hi;
+    scale_range(code_dtype(b), &lo, &hi);
+    if (s16 < lo || s16 > hi) return BL_E_SCALE;
+    *s = u2f((uint32_t)s16 << 16);
+    return BL_OK;
+}
+
+/* The bit reader needs 8 readable bytes past the end. */
+static uint8_t *padded_copy(const uint8_t *bits, size_t n) {
+    uint8_t *copy = malloc(n + 8);
+    if (copy) { memcpy(copy, bits, n); memset(copy + n, 0, 8); }
+    return copy;
+}
+
+/* Independent bit streams, element j in stream j % STREAMS, so that their readers' dependency chains overlap. */
+#define STREAMS 4
+
+static int open_streams(bl_in *in, bl_bitr *r, uint8_t **padded) {
+    uint32_t len[STREAMS];
+    size_t total = 0;
+    int rc;
+    for (int l = 0; l < STREAMS; l++) { if ((rc = in_u32(in, &len[l]))) return rc; total += len[l]; }
+    const uint8_t *bits;
+    if ((rc = in_take(in, total, &bits))) return rc;
+    if (in->p != in->end) return BL_E_TRAILING;
+    uint8_t *copy = *padded = malloc(total + 8 * STREAMS);
+    if (!copy) return BL_E_NOMEM;
+    for (int l = 0; l < STREAMS; l++) {
+        memcpy(copy, bits, len[l]);
+        memset(copy + len[l], 0, 8);
+        r[l] = (bl_bitr){copy, copy + len[l], 0, 0, 0, copy};
+        copy += len[l] + 8; bits += len[l];
+    }
+    return BL_OK;
+}
+
+/* Every stream must end in its last byte: no bits missing, no bytes left over. */
+static int close_streams(const bl_bitr *r) {
+    for (int l = 0; l < STREAMS; l++)
+        if ((r[l].used + 7) / 8 != (size_t)(r[l].end - r[l].start)) return BL_E_CORRUPT;
+    return BL_OK;
+}
+
+/* Iterate over the row segments of a block: [start, end) relative to the block, with its row's offset. */
+typedef struct { uint64_t row, start, end; } segment;
+static int next_segment(const bl_block *b, segment *g) {
+    uint64_t at = g->end;
+    if (at >= b->count) return 0;
+    uint64_t global = b->begin + at;
+    g->row = global / b->columns - b->begin / b->columns;
+    uint64_t row_end = (global / b->columns + 1) * b->columns - b->begin;
+    g->start = at;
+    g->end = row_end < b->count ? row_end : b->count;
+    return 1;
+}
+
+/* ---- int codes of coarser rungs: a function of the finest code --------------------------------------- */
+
+static int32_t coarse_code(int32_t k, int32_t factor, int32_t top) {
+    int32_t a = k < 0 ? -k : k, j = (a + (factor - 1) / 2) / factor;
+    if (j > top) j = top;
+    return k < 0 ? -j : j;
+}
+
+/* Range of finest codes [kmin, kmax] that coarse code j >= 0 covers. */
+static void coarse_range(int32_t j, int32_t factor, int32_t top, int32_t max_code, int32_t *kmin, int32_t *kmax) {
+    int32_t half = (factor - 1) / 2;
+    *kmin = j ? j * factor - half : -half;
+    *kmax = j == top ? max_code : j * factor + half;
+}
+
+static int check_factor(const bl_block *b, int32_t factor) {
+    return factor >= 1 && (factor & 1) && factor <= b->max_code ? BL_OK : BL_E_ARGUMENT;
+}
+
+int bl_scales(const bl_block *b, const void *src, uint16_t *scales) {
+    int rc = check_block(b);
+    if (rc) return rc;
+    const bl_kernels *k = bl_kernels_now();
+    int cdt = code_dtype(b);
+    uint16_t lo, hi;
+    scale_range(cdt, &lo, &hi);
+    segment g = {0, 0, 0};
+    int32_t codes[128];
+    uint32_t probe[128];
+    while (next_segment(b, &g)) {
+        float peak = 0.0f;
+        for (uint64_t i = g.start; i < g.end; i++) {
+            uint32_t f = widen(load_bits(src, i, b->dtype), b->dtype);
+            if (b->inner != BL_NONE) f = widen(narrow(f, b->inner), b->inner);
+            float a = u2f(f & 0x7FFFFFFFu);
+            if ((f & 0x7FFFFFFFu) < 0x7F800000u && a > peak) peak = a;   /* finite values only */
+        }
+        uint32_t q = f2u(peak / (float)b->max_code);
+        uint32_t s16 = (q + 0xFFFFu) >> 16;                           /* bf16, rounded up */
+        if (s16 < lo) s16 = lo;
+        if (s16 > hi) s16 = hi;
+        /* Every reconstruction point must fall in its own cell, after rounding to the source dtype. */
+        for (;;) {
+            float s = u2f(s16 << 16);
+            for (int32_t c = 0; c <= b->max_code; c++) {
+                uint32_t v = narrow(f2u((float)c * s), b->dtype);
+                probe[c] = v;
+            }
+            int32_t *out = codes;
+            if (b->dtype == BL_F32) k->codes(probe, (size_t)b->max_code + 1, BL_F32, b->inner, s, b->max_code, out);
+            else {
+                uint16_t p16[128];
+                for (int32_t c = 0; c <= b->max_code; c++) p16[c] = (uint16_t)probe[c];
+                k->codes(p16, (size_t)b->max_code + 1, b->dtype, b->inner, s, b->max_code, out);
+            }
+            int ok = 1;
+            for (int32_t c = 0; c <= b->max_code; c++) ok &= codes[c] == c;
+            if (ok) break;
+            if (s16 >= hi) return BL_E_SCALE;
+            s16 += 0x80;                                              /* double it */
+        }
+        scales[g.row] = (uint16_t)s16;
+    }
+    return BL_OK;
+}
+
+/* ---- escapes ----------------------------------------------------------------------------------------- */
+
+static int put_escapes(bl_out *o, const bl_block *b, const void *src, const int32_t *codes) {
+    uint32_t n = 0;
+    for (uint64_t i = 0; i < b->count; i++) n += codes[i] == BL_ESC;
+    int rc = out_u32(o, n);
+    for (uint64_t i = 0; !rc && i < b->count; i++) if (codes[i] == BL_ESC) rc = out_u32(o, (uint32_t)i);
+    int w = width_bits(b->dtype) / 8;
+    for (uint64_t i = 0; !rc && i < b->count; i++) {
+        if (codes[i] != BL_ESC) continue;
+        uint32_t v = load_bits(src, i, b->dtype);
+        uint8_t by[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+        rc = out_put(o, by, (size_t)w);
+    }
+    return rc;
+}
+
+typedef struct { const uint8_t *pos, *val; uint32_t n, next; } escapes;
+
+static int get_escapes(bl_in *in, const bl_block *b, escapes *e) {
+    int rc = in_u32(in, &e->n);
+    if (rc) return rc;
+    if (e->n > b->count) return BL_E_CORRUPT;
+    int w = width_bits(b->dtype) / 8;
+    if ((rc = in_take(in, (size_t)e->n * 4, &e->pos)) || (rc = in_take(in, (size_t)e->n * (size_t)w, &e->val))) return rc;
+    uint64_t last = 0;
+    for (uint32_t i = 0; i < e->n; i++) {
+        const uint8_t *p = e->pos + 4 * i;
+        uint64_t at = (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 | (uint64_t)p[3] << 24;
+        if (at >= b->count || (i && at <= last)) return BL_E_CORRUPT;
+        last = at;
+    }
+    e->next = 0;
+    return BL_OK;
+}
+
+static int is_escape(const escapes *e, uint64_t i, const bl_block *b, uint32_t *value) {
+    if (e->next >= e->n) return 0;
+    const uint8_t *p = e->pos + 4 * e->next;
+    uint64_t at = (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 | (uint64_t)p[3] << 24;
+    if (at != i) return 0;
+    const uint8_t *v = e->val + (size_t)e->next * (size_t)(width_bits(b->dtype) / 8);
+    *value = b->dtype == BL_F32 ? (uint32_t)v[0] | (uint32_t)v[1] << 8 | (uint32_t)v[2] << 16 | (uint32_t)v[3] << 24
+                                : (uint32_t)v[0] | (uint32_t)v[1] << 8;
+    return 1;
+}
+
+/* Codes of the finest grid for a whole block, from values in the source dtype (source or held). */
+static int block_codes(const bl_block *b, const void *vals, const uint16_t *scales, int32_t *codes) {
+    const bl_kernels *k = bl_kernels_now();
+    int w = width_bits(b->dtype) / 8;
+    segment g = {0, 0, 0};
+    while (next_segment(b, &g)) {
+        float s;
+        int rc = scale_value(b, scales[g.row], &s);
+        if (rc) return rc;
+        for (uint64_t t = g.start; t < g.end; t += BL_TILE) {
+            uint64_t n = g.end - t < BL_TILE ? g.end - t : BL_TILE;
+            k->codes((const uint8_t *)vals + t * (uint64_t)w, (size_t)n, b->dtype, b->inner, s, b->max_code, codes + t);
+        }
+    }
+    return BL_OK;
+}
+
+/* ---- int: the first int rung ------------------------------------------------------------------------- */
+
+int64_t bl_int_encode(const bl_block *b, int factor, const void *src, const uint16_t *scales, uint8_t *out, size_t cap) {
+    int rc = check_block(b);
+    if (rc || (rc = check_factor(b, factor))) return rc;
+    uint64_t rows = bl_block_rows(b), row0 = b->begin / b->columns;
+    int32_t *codes = malloc(b->count * sizeof *codes + 1);
+    uint8_t *sym = malloc(b->count + rows + 1), *ctx = malloc(b->count + rows + 1);
+    bl_out o = {out, out + cap};
+    int32_t top = b->max_code / factor;
+    uint16_t alphabet[RANS_CONTEXTS] = {0};
+    for (int c = 0; c < SPREADS; c++) alphabet[c] = (uint16_t)(2 * top + 1);
+    alphabet[CTX_SPREAD] = SPREADS;
+    size_t n = 0;
+    if (!codes || !sym || !ctx) { rc = BL_E_NOMEM; goto done; }
+    for (uint64_t r = 0; !rc && r < rows; r++) {
+        uint8_t s[2] = {(uint8_t)scales[row0 + r], (uint8_t)(scales[row0 + r] >> 8)};
+        rc = out_put(&o, s, 2);
+    }
+    if (rc || (rc = block_codes(b, src, scales + row0, codes)) || (rc = put_escapes(&o, b, src, codes))) goto done;
+    segment g = {0, 0, 0};
+    while (next_segment(b, &g)) {        /* a spread class per row segment, then its codes in that context */
+        uint64_t total = 0, used = 0;
+        for (uint64_t i = g.start; i < g.end; i++) {
+            if (codes[i] == BL_ESC) continue;
+            int32_t j = coarse_code(codes[i], factor, top);
+            total += (uint64_t)(j < 0 ? -j : j); used++;
+        }
+        int spread = spread_class(total, used);
+        sym[n] = (uint8_t)spread; ctx[n++] = CTX_SPREAD;
+        for (uint64_t i = g.start; i < g.end; i++)
+            if (codes[i] != BL_ESC) { sym[n] = (uint8_t)(coarse_code(codes[i], factor, top) + top); ctx[n++] = (uint8_t)spread; }
+    }
+    rc = rans_encode(ctx, sym, n, alphabet, &o);
+done:
+    free(codes); free(sym); free(ctx);
+    return rc ? rc : (int64_t)(o.p - out);
+}
+
+int bl_int_decode(const bl_block *b, int factor, const uint8_t *in, size_t len, uint16_t *scales, void *held) {
+    int rc = check_block(b);
+    if (rc || (rc = check_factor(b, factor))) return rc;
+    bl_in i = {in, in + len};
+    uint64_t rows = bl_block_rows(b);
+    for (uint64_t r = 0; r < rows; r++) {
+        const uint8_t *p;
+        float s;
+        if ((rc = in_take(&i, 2, &p))) return rc;
+        scales[r] = (uint16_t)(p[0] | p[1] << 8);
+        if ((rc = scale_value(b, scales[r], &s))) return rc;
+    }
+    escapes e;
+    if ((rc = get_escapes(&i, b, &e))) return rc;
+    int32_t top = b->max_code / factor;
+    uint16_t alphabet[RANS_CONTEXTS] = {0};
+    for (int c = 0; c < SPREADS; c++) alphabet[c] = (uint16_t)(2 * top + 1);
+    alphabet[CTX_SPREAD] = SPREADS;
+    rans_model *m = NULL;
+    rans_dec d;
+    int32_t codes[BL_TILE];
+    const bl_kernels *k = bl_kernels_now();
+    int w = width_bits(b->dtype) / 8;
+    if ((rc = rans_decode_init(&m, &d, &i, alphabet))) goto done;
+    segment g = {0, 0, 0};
+    while (!rc && next_segment(b, &g)) {
+        float s = u2f((uint32_t)scales[g.row] << 16);
+        uint32_t spread;
+        if ((rc = rans_get(m, &d, CTX_SPREAD, &spread))) break;
+        for (uint64_t t = g.start; !rc && t < g.end; t += BL_TILE) {
+            uint64_t n = g.end - t < BL_TILE ? g.end - t : BL_TILE;
+            for (uint64_t j = 0; j < n; j++) {
+                uint32_t v, symbol;
+                if (is_escape(&e, t + j, b, &v)) { store_bits(held, t + j, b->dtype, v); e.next++; codes[j] = BL_ESC; continue; }
+                if ((rc = rans_get(m, &d, (int)spread, &symbol))) break;
+                codes[j] = (int32_t)symbol - top;
+            }
+            if (!rc) k->recon(codes, (size_t)n, s, factor, b->dtype, (uint8_t *)held + t * (uint64_t)w);
+        }
+    }
+    if (!rc) rc = rans_decode_finish(&d);
+    if (!rc && i.p != i.end) rc = BL_E_TRAILING;
+done:
+    rans_model_free(m);
+    return rc;
+}
+
+/* ---- int-int: a finer int rung ----------------------------------------------------------------------- */
+
+typedef struct { int32_t coarse, fine, top_c, top_f; uint16_t alphabet; } int_pair;
+
+static int make_pair(const bl_block *b, int coarse, int fine, int_pair *p) {
+    if (check_factor(b, coarse) || check_factor(b, fine) || coarse <= fine || coarse % fine || !((coarse / fine) & 1))
+        return BL_E_ARGUMENT;
+    p->coarse = coarse; p->fine = fine;
+    p->top_c = b->max_code / coarse; p->top_f = b->max_code / fine;
+    int32_t widest = 0;
+    for (int32_t j = 0; j <= p->top_c; j++) {
+        int32_t kmin, kmax;
+        coarse_range(j, coarse, p->top_c, b->max_code, &kmin, &kmax);
+        int32_t n = coarse_code(kmax, fine, p->top_f) - coarse_code(kmin, fine, p->top_f) + 1;
+        if (n > widest) widest = n;
+    }
+    if (widest > RANS_MAX_ALPHABET) return BL_E_ARGUMENT;
+    p->alphabet = (uint16_t)widest;
+    return BL_OK;
+}
+
+/* The finer code's index inside the coarse cell of finest code k (mirrored for negative cells). */
+static void pair_index(const int_pair *p, int32_t max_code, int32_t k, int32_t *jc, int32_t *first, int32_t *count) {
+    int32_t c = coarse_code(k, p->coarse, p->top_c), a = c < 0 ? -c : c, kmin, kmax;
+    coarse_range(a, p->coarse, p->top_c, max_code, &kmin, &kmax);
+    *jc = c;
+    *first = coarse_code(kmin, p->fine, p->top_f);
+    *count = coarse_code(kmax, p->fine, p->top_f) - *first + 1;
+}
+
+int64_t bl_intint_encode(const bl_block *b, int coarse, int fine, const void *src, const uint16_t *scales,
+                         uint8_t *out, size_t cap) {
+    int_pair p;
+    int rc = check_block(b);
+    if (rc || (rc = make_pair(b, coarse, fine, &p))) return rc;
+    uint64_t row0 = b->begin / b->columns;
+    int32_t *codes = malloc(b->count * sizeof *codes + 1);
+    uint8_t *sym = malloc(b->count + 1), *ctx = malloc(b->count + 1);
+    uint16_t alphabet[RANS_CONTEXTS] = {0};
+    for (int c = 0; c < 4; c++) alphabet[c] = p.alphabet;
+    bl_out o = {out, out + cap};
+    size_t n = 0;
+    if (!codes || !sym || !ctx) { rc = BL_E_NOMEM; goto done; }
+    if ((rc = block_codes(b, src, scales + row0, codes))) goto done;
+    for (uint64_t i = 0; i < b->count; i++) {
+        if (codes[i] == BL_ESC) continue;
+        int32_t jc, first, count, jf = coarse_code(codes[i], fine, p.top_f);
+        pair_index(&p, b->max_code, codes[i], &jc, &first, &count);
+        int32_t index = (jc < 0 ? -jf : jf) - first;
+        if (index < 0 || index >= count) { rc = BL_E_ARGUMENT; goto done; }
+        sym[n] = (uint8_t)index;
+        ctx[n++] = (uint8_t)((jc < 0 ? -jc : jc) < 3 ? (jc < 0 ? -jc : jc) : 3);
+    }
+    rc = rans_encode(ctx, sym, n, alphabet, &o);
+done:
+    free(codes); free(sym); free(ctx);
+    return rc ? rc : (int64_t)(o.p - out);
+}
+
+int bl_intint_decode(const bl_block *b, int coarse, int fine, const uint8_t *in, size_t len, const uint16_t *scales,
+                     const void *held, void *out) {
+    int_pair p;
+    int rc = check_block(b);
+    if (rc || (rc = make_pair(b, coarse, fine, &p))) return rc;
+    uint16_t alphabet[RANS_CONTEXTS] = {0};
+    for (int c = 0; c < 4; c++) alphabet[c] = p.alphabet;
+    bl_in i = {in, in + len};
+    rans_model *m = NULL;
+    rans_dec d;
+    int32_t codes[BL_TILE];
+    const bl_kernels *k = bl_kernels_now();
+    int w = width_bits(b->dtype) / 8;
+    uint64_t row0 = b->begin / b->columns;
+    if ((rc = rans_decode_init(&m, &d, &i, alphabet))) goto done;
+    segment g = {0, 0, 0};
+    while (!rc && next_segment(b, &g)) {
+        float s;
+        if ((rc = scale_value(b, scales[row0 + g.row], &s))) break;
+        for (uint64_t t = g.start; !rc && t < g.end; t += BL_TILE) {
+            uint64_t n = g.end - t < BL_TILE ? g.end - t : BL_TILE;
+            const uint8_t *from = (const uint8_t *)held + t * (uint64_t)w;
+            uint8_t *to = (uint8_t *)out + t * (uint64_t)w;
+            if (to != from) memcpy(to, from, (size_t)n * (size_t)w);   /* escaped elements keep their value */
+            k->codes(from, (size_t)n, b->dtype, b->inner, s, b->max_code, codes);
+            for (uint64_t j = 0; j < n; j++) {
+                if (codes[j] == BL_ESC) continue;
+                int32_t jc, first, count;
+                uint32_t index;
+                pair_index(&p, b->max_code, codes[j], &jc, &first, &count);
+                int a = jc < 0 ? -jc : jc;
+                if ((rc = rans_get(m, &d, a < 3 ? a : 3, &index))) break;
+                if ((int32_t)index >= count) { rc = BL_E_CORRUPT; break; }
+                int32_t jf = first + (int32_t)index;
+                codes[j] = jc < 0 ? -jf : jf;
+            }
+            if (!rc) k->recon(codes, (size_t)n, s, fine, b->dtype, to);
+        }
+    }
+    if (!rc) rc = rans_decode_finish(&d);
+    if (!rc && i.p != i.end) rc = BL_E_TRAILING;
+done:
+    rans_model_free(m);
+    return rc;
+}
+
+/* ---- refine: int -> exact, int -> half, half -> exact ------------------------------------------------ */
+
+/* Smallest float32 magnitude that rounds (to nearest even) to half magnitude h or above. */
+static uint32_t half_floor_f32(uint32_t h, int half) {
+    if (!h) return 0;
+    uint32_t mid;
+    if (h >= inf_mag(half)) mid = widen(h - 1, half) + (half == BL_BF16 ? 0x8000u : 0x1000u);
+    else mid = f2u((u2f(widen(h - 1, half)) + u2f(widen(h, half))) * 0.5f);   /* exact: 12 significant bits */
+    return mid + (h & 1);                                                      /* a tie goes to the even one */
+}
+
+typedef struct {
+    int kind, target;        /* target: dtype of the refined patterns */
+    int exact;               /* trailing zeros per segment are coded */
+} refine_kind;
+
+static int make_refine(const bl_block *b, int kind, refine_kind *r) {
+    r->kind = kind;
+    if (kind == BL_INT_TO_EXACT && b->inner == BL_NONE) { r->target = b->dtype; r->exact = 1; return BL_OK; }
+    if (kind == BL_INT_TO_HALF && b->inner != BL_NONE) { r->target = b->inner; r->exact = 0; return BL_OK; }
+    if (kind == BL_HALF_TO_EXACT && b->inner != BL_NONE) { r->target = BL_F32; r->exact = 1; return BL_OK; }
+    return BL_E_ARGUMENT;
+}
+
+/* Cells of one tile: lo/hi magnitudes in the target dtype, zero = 1 where the sign is not known yet,
+ * skip = 1 where the element is escaped (already exact). For half -> exact the cell comes from the value. */
+static int tile_cells(const bl_block *b, const refine_kind *r, const void *vals, size_t n, float s,
+                      int32_t *codes, uint32_t *lo, uint32_t *hi, uint8_t *flags) {
+    const bl_kernels *k = bl_kernels_now();
+    if (r->kind != BL_HALF_TO_EXACT) {
+        k->codes(vals, n, b->dtype, b->inner, s, b->max_code, codes);
+        k->cells(codes, n, s, r->target, lo, hi);
+        for (size_t i = 0; i < n; i++) flags[i] = codes[i] == BL_ESC ? 2 : codes[i] == 0 ? 1 : 0;
+        return BL_OK;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint32_t h = narrow(load_bits(vals, i, BL_F32), b->inner), m = h & 0x7FFFu;
+        if (m >= inf_mag(b->inner)) { flags[i] = 2; continue; }
+        codes[i] = (h & 0x8000u) ? -1 : 1;                 /* only the sign is used */
+        lo[i] = half_floor_f32(m, b->inner);
+        hi[i] = half_floor_f32(m + 1, b->inner);
+        flags[i] = 0;
+    }
+    return BL_OK;
+}
+
+static uint32_t ceil_shift(uint32_t x, int tz) { return (uint32_t)(((uint64_t)x + (1ull << tz) - 1) >> tz); }
+
+/* The patterns the refinement must reach, in the target dtype. */
+static uint32_t target_of(const bl_block *b, const refine_kind *r, const void *src, uint64_t i) {
+    uint32_t v = load_bits(src, i, b->dtype);
+    return r->kind == BL_INT_TO_HALF ? narrow(v, b->inner) : v;
+}
+
+int64_t bl_refine_encode(const bl_block *b, int kind, const void *src, const uint16_t *scales, uint8_t *out, size_t cap) {
+    refine_kind r;
+    int rc = check_block(b);
+    if (rc || (rc = make_refine(b, kind, &r))) return rc;
+    uint64_t row0 = b->begin / b->columns, rows = bl_block_rows(b);
+    uint8_t *sym = malloc(b->count + rows + 1), *ctx = malloc(b->count + rows + 1);
+    size_t lane_cap = 5 * (b->count / STREAMS + 1) + 16;
+    uint8_t *bits = malloc(STREAMS * lane_cap);
+    uint16_t alphabet[RANS_CONTEXTS] = {0};
+    for (int c = CTX_ZERO; c < CTX_ZERO + 40; c++) alphabet[c] = 1u << ZERO_TOP_BITS;
+    alphabet[CTX_TZ] = 32;
+    bl_out o = {out, out + cap};
+    bl_bitw w[STREAMS];
+    for (int l = 0; l < STREAMS; l++) w[l] = (bl_bitw){bits + l * lane_cap, bits + (l + 1) * lane_cap, 0, 0, 0};
+    uint64_t coded = 0;
+    int32_t codes[BL_TILE];
+    uint32_t lo[BL_TILE], hi[BL_TILE];
+    uint8_t flags[BL_TILE];
+    size_t n = 0;
+    int width = width_bits(b->dtype) / 8;
+    uint32_t sign_t = sign_bit(r.target);
+    if (!sym || !ctx || !bits) { rc = BL_E_NOMEM; goto done; }
+    segment g = {0, 0, 0};
+    while (!rc && next_segment(b, &g)) {
+        float s = 1.0f;
+        if (r.kind != BL_HALF_TO_EXACT && (rc = scale_value(b, scales[row0 + g.row], &s))) break;
+        int tz = 0;
+        if (r.exact) {              /* trailing zeros all values of the segment share (fp16-origin rows) */
+            tz = 31;
+            for (uint64_t t = g.start; t < g.end; t += BL_TILE) {
+                uint64_t m = g.end - t < BL_TILE ? g.end - t : BL_TILE;
+                tile_cells(b, &r, (const uint8_t *)src + t * (uint64_t)width, (size_t)m, s, codes, lo, hi, flags);
+                for (uint64_t j = 0; j < m; j++) {
+                    uint32_t mag = target_of(b, &r, src, t + j) & (sign_t - 1);
+                    if (flags[j] != 2 && mag) { int z = __builtin_ctz(mag); if (z < tz) tz = z; }
+                }
+            }
+            if (tz == 31) tz = 0;
+            sym[n] = (uint8_t)tz; ctx[n++] = CTX_TZ;
+        }
+        for (uint64_t t = g.start; !rc && t < g.end; t += BL_TILE) {
+            uint64_t m = g.end - t < BL_TILE ? g.end - t : BL_TILE;
+            tile_cells(b, &r, (const uint8_t *)src + t * (uint64_t)width, (size_t)m, s, codes, lo, hi, flags);
+            for (uint64_t j = 0; j < m; j++) {
+                if (flags[j] == 2) continue;
+                bl_bitw *lane = &w[coded++ % STREAMS];
+                uint32_t x = target_of(b, &r, src, t + j), mag = x & (sign_t - 1);
+                if (mag < lo[j] || mag >= hi[j] || (flags[j] == 0 && (x & sign_t) != (codes[j] < 0 ? sign_t : 0))) {
+                    rc = BL_E_ARGUMENT; break;                  /* not in its cell: a bug, never bad data */
+                }
+                if (flags[j] == 1) {
+                    uint64_t count = 2ull * ceil_shift(hi[j], tz), index = (uint64_t)(mag >> tz) << 1 | (x >> (width_bits(r.target) - 1));
+                    int nb = bitlen64(count - 1), top = nb < ZERO_TOP_BITS ? nb : ZERO_TOP_BITS, low = nb - top;
+                    uint64_t head = index >> low, rest = count - (head << low);
+                    sym[n] = (uint8_t)head; ctx[n++] = (uint8_t)(CTX_ZERO + nb);
+                    tb_put(lane, index - (head << low), rest < (1ull << low) ? rest : (1ull << low));
+                } else {
+                    uint32_t first = ceil_shift(lo[j], tz);
+                    tb_put(lane, (mag >> tz) - first, ceil_shift(hi[j], tz) - first);
+                }
+            }
+        }
+    }
+    for (int l = 0; l < STREAMS; l++) { bitw_flush(&w[l]); if (!rc && w[l].overflow) rc = BL_E_CAPACITY; }
+    if (!rc) rc = rans_encode(ctx, sym, n, alphabet, &o);
+    for (int l = 0; !rc && l < STREAMS; l++) rc = out_u32(&o, (uint32_t)(w[l].p - (bits + l * lane_cap)));
+    for (int l = 0; !rc && l < STREAMS; l++) rc = out_put(&o, bits + l * lane_cap, (size_t)(w[l].p - (bits + l * lane_cap)));
+done:
+    free(sym); free(ctx); free(bits);
+    return rc ? rc : (int64_t)(o.p - out);
+}
+
+int bl_refine_decode(const bl_block *b, int kind, const uint8_t *in, size_t len, const uint16_t *scales,
+                     const void *held, void *out) {
+    refine_kind r;
+    int rc = check_block(b);
+    if (rc || (rc = make_refine(b, kind, &r))) return rc;
+    uint16_t alphabet[RANS_CONTEXTS] = {0};
+    for (int c = CTX_ZERO; c < CTX_ZERO + 40; c++) alphabet[c] = 1u << ZERO_TOP_BITS;
+    alphabet[CTX_TZ] = 32;
+    bl_in i = {in, in + len};
+    rans_model *m = NULL;
+    rans_dec d;
+    uint8_t *padded = NULL;
+    bl_bitr br[STREAMS];
+    if ((rc = rans_decode_init(&m, &d, &i, alphabet)) || (rc = open_streams(&i, br, &padded))) goto done;
+    uint64_t coded = 0;
+    int32_t codes[BL_TILE];
+    uint32_t lo[BL_TILE], hi[BL_TILE];
+    uint8_t flags[BL_TILE];
+    int width = width_bits(b->dtype) / 8;
+    uint32_t sign_t = sign_bit(r.target);
+    uint64_t row0 = b->begin / b->columns;
+    segment g = {0, 0, 0};
+    while (!rc && next_segment(b, &g)) {
+        float s = 1.0f;
+        uint32_t tzs = 0;
+        if (r.kind != BL_HALF_TO_EXACT && (rc = scale_value(b, scales[row0 + g.row], &s))) break;
+        if (r.exact && (rc = rans_get(m, &d, CTX_TZ, &tzs))) break;
+        int tz = (int)tzs;
+        for (uint64_t t = g.start; !rc && t < g.end; t += BL_TILE) {
+            uint64_t n = g.end - t < BL_TILE ? g.end - t : BL_TILE;
+            const uint8_t *from = (const uint8_t *)held + t * (uint64_t)width;
+            tile_cells(b, &r, from, (size_t)n, s, codes, lo, hi, flags);
+            for (uint64_t j = 0; j < n; j++) {
+                uint32_t x;
+                if (flags[j] == 2) { store_bits(out, t + j, b->dtype, load_bits(from, j, b->dtype)); continue; }
+                bl_bitr *lane = &br[coded++ % STREAMS];
+                if (flags[j] == 1) {
+                    uint64_t count = 2ull * ceil_shift(hi[j], tz);
+                    if (!count) { rc = BL_E_CORRUPT; break; }
+                    int nb = bitlen64(count - 1), top = nb < ZERO_TOP_BITS ? nb : ZERO_TOP_BITS, low = nb - top;
+                    uint32_t head;
+                    if ((rc = rans_get(m, &d, CTX_ZERO + nb, &head))) break;
+                    uint64_t start = (uint64_t)head << low;
+                    if (start >= count) { rc = BL_E_CORRUPT; break; }
+                    uint64_t rest = count - start;
+                    uint64_t index = start + tb_get(lane, rest < (1ull << low) ? rest : (1ull << low));
+                    x = (uint32_t)((index >> 1) << tz) | (index & 1 ? sign_t : 0);
+                } else {
+                    uint32_t first = ceil_shift(lo[j], tz), last = ceil_shift(hi[j], tz);
+                    if (last <= first) { rc = BL_E_CORRUPT; break; }         /* an empty cell holds nothing */
+                    uint64_t index = tb_get(lane, last - first);
+                    x = (uint32_t)((first + index) << tz) | (codes[j] < 0 ? sign_t : 0);
+                }
+                store_bits(out, t + j, b->dtype, r.kind == BL_INT_TO_HALF ? widen(x, r.target) : x);
+            }
+        }
+    }
+    if (!rc) rc = rans_decode_finish(&d);
+    if (!rc) rc = close_streams(br);
+done:
+    rans_model_free(m);
+    free(padded);
+    return rc;
+}
+
+/* ---- half: a 16-bit first rung of a float32 tensor --------------------------------------------------- */
+
+int64_t bl_half_encode(const bl_block *b, const void *src, uint8_t *out, size_t cap) {
+    int rc = check_block(b);
+    if (rc || b->inner == BL_NONE) return rc ? rc : BL_E_ARGUMENT;
+    int mant = b->inner == BL_BF16 ? 7 : 10;
+    int32_t *codes = malloc(b->count * sizeof *codes + 1);
+    uint8_t *sym = malloc(b->count + 1), *ctx = calloc(b->count + 1, 1), *bits = malloc(2 * b->count + 16);
+    uint16_t alphabet[RANS_CONTEXTS] = {0};
+    alphabet[0] = (uint16_t)(1u << (15 - mant));
+    bl_out o = {out, out + cap};
+    bl_bitw w = {bits, bits + 2 * b->count + 16, 0, 0, 0};
+    size_t n = 0;
+    if (!codes || !sym || !ctx || !bits) { rc = BL_E_NOMEM; goto done; }
+    for (uint64_t i = 0; i < b->count; i++) {
+        uint32_t h = narrow(load_bits(src, i, BL_F32), b->inner);
+        codes[i] = (h & 0x7FFFu) >= inf_mag(b->inner) ? BL_ESC : (int32_t)h;
+    }
+    if ((rc = put_escapes(&o, b, src, codes))) goto done;
+    for (uint64_t i = 0; i < b->count; i++) {
+        if (codes[i] == BL_ESC) continue;
+        uint32_t h = (uint32_t)codes[i];
+        sym[n++] = (uint8_t)((h & 0x7FFFu) >> mant);
+        bitw_put(&w, (h & ((1u << mant) - 1)) | (h >> 15) << mant, mant + 1);
+    }
+    bitw_flush(&w);
+    if (w.overflow) { rc = BL_E_CAPACITY; goto done; }
+    if (!(rc = rans_encode(ctx, sym, n, alphabet, &o)) && !(rc = out_u32(&o, (uint32_t)(w.p - bits))))
+        rc = out_put(&o, bits, (size_t)(w.p - bits));
+done:
+    free(codes); free(sym); free(ctx); free(bits);
+    return rc ? rc : (int64_t)(o.p - out);
+}
+
+int bl_half_decode(const bl_block *b, const uint8_t *in, size_t len, void *held) {
+    int rc = check_block(b);
+    if (rc || b->inner == BL_NONE) return rc ? rc : BL_E_ARGUMENT;
+    int mant = b->inner == BL_BF16 ? 7 : 10;
+    uint16_t alphabet[RANS_CONTEXTS] = {0};
+    alphabet[0] = (uint16_t)(1u << (15 - mant));
+    bl_in i = {in, in + len};
+    escapes e;
+    rans_model *m = NULL;
+    rans_dec d;
+    uint32_t nbytes;
+    const uint8_t *bits;
+    uint8_t *padded = NULL;
+    if ((rc = get_escapes(&i, b, &e)) || (rc = rans_decode_init(&m, &d, &i, alphabet)) || (rc = in_u32(&i, &nbytes)) ||
+        (rc = in_take(&i, nbytes, &bits)))
+        goto done;
+    if (i.p != i.end) { rc = BL_E_TRAILING; goto done; }
+    if (!(padded = padded_copy(bits, nbytes))) { rc = BL_E_NOMEM; goto done; }
+    bl_bitr br = {padded, padded + nbytes, 0, 0, 0, padded};
+    for (uint64_t k = 0; k < b->count; k++) {
+        uint32_t v, head;
+        if (is_escape(&e, k, b, &v)) { store_bits(held, k, BL_F32, v); e.next++; continue; }
+        if ((rc = rans_get(m, &d, 0, &head))) break;
+        uint32_t low = (uint32_t)bitr_get(&br, mant + 1);
+        uint32_t h = head << mant | (low & ((1u << mant) - 1)) | (low >> mant) << 15;
+        if ((h & 0x7FFFu) >= inf_mag(b->inner)) { rc = BL_E_CORRUPT; break; }
+        store_bits(held, k, BL_F32, widen(h, b->inner));
+    }
+    if (!rc) rc = rans_decode_finish(&d);
+    if (!rc && (br.used + 7) / 8 != nbytes) rc = BL_E_CORRUPT;
+done:
+    rans_model_free(m);
+    free(padded);
+    return rc;
+}

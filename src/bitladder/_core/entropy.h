@@ -1,0 +1,30 @@
+/* The entropy coders' interface (see entropy.c for the stream layout). */
+#ifndef BL_ENTROPY_H
+#define BL_ENTROPY_H
+
+#include "internal.h"
+
+/* Encode n (context, symbol) pairs; alphabet[c] is the alphabet size of context c (<= 256). */
+int rans_encode(const uint8_t *ctx, const uint8_t *sym, size_t n, const uint16_t *alphabet, bl_out *out);
+int rans_decode_init(rans_model **model, rans_dec *d, bl_in *in, const uint16_t *alphabet);
+int rans_decode_finish(const rans_dec *d);
+void rans_model_free(rans_model *m);
+
+/* One symbol of context c (which must be present: the caller checks m->slot[c]). */
+static inline int rans_get(const rans_model *m, rans_dec *d, int c, uint32_t *sym) {
+    const uint32_t *slot = m->slot[c];
+    if (!slot) return BL_E_CORRUPT;
+    uint32_t *x = &d->x[d->count++ % RANS_LANES];
+    uint32_t e = slot[*x & (RANS_TOTAL - 1)];
+    *sym = e & 0xFF;
+    uint32_t v = ((e >> 20) + 1) * (*x >> RANS_PROB_BITS) + ((e >> 8) & 0xFFF);
+    /* Renormalise without a branch on the data: a word is taken when the state fell below L. */
+    int more = v < RANS_L, left = d->wp < d->wend_p;
+    uint32_t word = left ? (uint32_t)d->wp[0] | (uint32_t)d->wp[1] << 8 : 0;
+    *x = more ? v << 16 | word : v;
+    d->wp += 2 * (more & left);
+    d->starved |= more & !left;
+    return BL_OK;
+}
+
+#endif

@@ -1,0 +1,127 @@
+"""What a decoder holds for one tensor: its current values (in the source dtype) and, for int ladders, its scales.
+
+Nothing else: the cell each value lies in at its block's rung is derived from the value itself, so a tensor being
+refined costs what the tensor costs (plus a scale per row). Blocks move up independently; a block's chunk is
+decoded into a block-sized buffer and copied in only once it decoded whole, so a bad chunk changes nothing.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..errors import ChunkIntegrityError, DecoderStateError
+from . import native
+from .entropy import pack_planes, unpack_planes
+from .floatbits import to_f32
+from .plan import Codec, Step, TensorPlan
+
+_PLANE_LENGTH = struct.Struct("<I")
+
+
+def _encode_planes(source: NDArray[Any], level: int) -> bytes:
+    """Byte planes, each a zstd frame, behind their u32 lengths."""
+    frames = pack_planes(source, level)
+    return b"".join(_PLANE_LENGTH.pack(len(f)) for f in frames) + b"".join(frames)
+
+
+def _decode_planes(payload: memoryview, storage: np.dtype[Any], count: int) -> NDArray[Any]:
+    width = storage.itemsize
+    if len(payload) < 4 * width:
+        raise ChunkIntegrityError(f"planes payload of {len(payload)} bytes is shorter than its {width} lengths")
+    lengths = [_PLANE_LENGTH.unpack_from(payload, 4 * i)[0] for i in range(width)]
+    if 4 * width + sum(lengths) != len(payload):
+        raise ChunkIntegrityError(f"plane lengths {lengths} do not add up to the {len(payload)}-byte payload")
+    frames, at = [], 4 * width
+    for length in lengths:
+        frames.append(payload[at:at + length])
+        at += length
+    return unpack_planes(frames, storage, count)
+
+
+def _payload_args(step: Step) -> tuple[str, int, int]:
+    """The core's codec kind and its two integer arguments for a step."""
+    if step.codec is Codec.INT:
+        return "int", step.factor, 0
+    if step.codec is Codec.INT_INT:
+        return "intint", step.coarse, step.factor
+    if step.codec is Codec.HALF:
+        return "half", 0, 0
+    refine = step.codec.refine
+    if refine is None:
+        raise ValueError(f"codec {step.codec.value} has no native kind")
+    return "refine", int(refine), 0
+
+
+def encode_tensor(plan: TensorPlan, source: NDArray[Any], level: int = 1) -> Iterator[tuple[int, int, bytes]]:
+    """The chunk payloads of one tensor as (step index, block, payload), block by block; `source` is flat, in the
+    storage dtype. Pure: the payloads depend on nothing but the arguments."""
+    scales = native.scales(plan.whole(), source) if plan.scaled else None
+    for block_index in range(plan.blocks):
+        block = plan.block(block_index)
+        part = source[block.begin:block.begin + block.count]
+        for step_index, step in enumerate(plan.steps):
+            if step.codec is Codec.PLANES:
+                yield step_index, block_index, _encode_planes(part, level)
+                continue
+            kind, a, c = _payload_args(step)
+            yield step_index, block_index, native.encode(kind, block, part, scales, a, c)
+
+
+class TensorState:
+    """A tensor as the decoder holds it: values in the storage dtype, scales, and each block's rung (-1: none)."""
+
+    def __init__(self, plan: TensorPlan) -> None:
+        self.plan = plan
+        self.data: NDArray[Any] = np.zeros(plan.spec.numel, plan.spec.storage)
+        self.scales: NDArray[np.uint16] = np.zeros(plan.rows if plan.scaled else 0, np.uint16)
+        self.block_steps: NDArray[np.int16] = np.full(plan.blocks, -1, np.int16)
+
+    @property
+    def rung(self) -> int:
+        """The rung every block has reached (-1 until each has its first)."""
+        lowest = int(self.block_steps.min())
+        return -1 if lowest < 0 else self.plan.steps[lowest].reaches
+
+    def apply(self, step_index: int, block_index: int, payload: memoryview) -> None:
+        """Decode one chunk into its block; raises ChunkIntegrityError and changes nothing if it does not decode."""
+        if not 0 <= block_index < self.plan.blocks or not 0 <= step_index < len(self.plan.steps):
+            raise ChunkIntegrityError(f"block {block_index} / step {step_index} out of range")
+        if self.block_steps[block_index] != step_index - 1:
+            raise DecoderStateError(f"block {block_index} is at step {self.block_steps[block_index]}, "
+                                    f"not ready for step {step_index}")
+        step = self.plan.steps[step_index]
+        block = self.plan.block(block_index)
+        view = self.data[block.begin:block.begin + block.count]
+        if step.codec is Codec.PLANES:
+            view[:] = _decode_planes(payload, self.plan.spec.storage, block.count)
+        else:
+            self._decode(step, block, payload, view)
+        self.block_steps[block_index] = step_index
+
+    def _decode(self, step: Step, block: native.Block, payload: memoryview, view: NDArray[Any]) -> None:
+        kind, a, c = _payload_args(step)
+        out = np.empty_like(view)
+        if kind == "int":
+            rows = np.zeros(block.rows, np.uint16)
+            native.decode(kind, block, payload, rows, None, out, a, c)
+            known = self.scales[block.first_row:block.first_row + block.rows]
+            clash = (known != 0) & (known != rows)
+            if clash.any():  # a row that straddles two blocks has one scale
+                raise ChunkIntegrityError(f"scale of row {block.first_row + int(np.argmax(clash))} differs between blocks")
+            known[:] = rows
+        else:
+            native.decode(kind, block, payload, self.scales, view, out, a, c)
+        view[:] = out
+
+    def bits(self) -> NDArray[Any]:
+        """The tensor as it stands, flat, in the storage dtype (for floats: the bit view)."""
+        return self.data
+
+    def values(self) -> NDArray[np.float32]:
+        """A float tensor's values at its blocks' rungs, widened to float32 (a copy), flat."""
+        return np.array(to_f32(self.data, self.plan.spec.dtype), dtype=np.float32, copy=True)
