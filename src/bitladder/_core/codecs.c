@@ -441,7 +441,10 @@ done:
 static uint32_t half_floor_f32(uint32_t h, int half) {
     if (!h) return 0;
     uint32_t mid;
-    if (h >= inf_mag(half)) mid = widen(h - 1, half) + (half == BL_BF16 ? 0x8000u : 0x1000u);
+    /* bf16 patterns are float32 patterns cut short, so the midpoint is one half-ulp up; summing the two values
+     * would overflow in the top binade (h >= 0x7F01). */
+    if (half == BL_BF16) mid = widen(h - 1, half) + 0x8000u;
+    else if (h >= inf_mag(half)) mid = widen(h - 1, half) + 0x1000u;
     else mid = f2u((u2f(widen(h - 1, half)) + u2f(widen(h, half))) * 0.5f);   /* exact: 12 significant bits */
     return mid + (h & 1);                                                      /* a tie goes to the even one */
 }

@@ -29,9 +29,12 @@ Answers = Sequence[tuple[float, float, int]]
 
 
 def auc(answers: Answers, start: float, end: float) -> float:
-    """Mean quality over [start, end] of the step curve of `answers` ((time, quality, rung), time-ordered)."""
+    """Mean quality over [start, end] of the step curve of `answers` ((time, quality, rung), time-ordered).
+
+    A window of no width (the model was final before its first answer: a tiny model on a fast link) gives the
+    curve's value at `start`."""
     if end <= start:
-        raise ValueError(f"empty window [{start}, {end}]")
+        return next((q for t, q, _ in reversed(answers) if t <= start), 0.0)
     area, level, at = 0.0, 0.0, start
     for t, quality, _ in answers:
         if t >= end:
