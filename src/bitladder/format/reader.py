@@ -8,8 +8,10 @@ it), the tensors stay usable at the rung they had reached, and the decoder refus
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -217,18 +219,36 @@ class Package:
         start = self.data_start + entry.offset
         return memoryview(self._data)[start:start + entry.length]
 
-    def decode(self, rung: int | None = None) -> dict[str, NDArray[np.generic]]:
-        """Every tensor at `rung` (default: the last), in source dtype and shape, in source order."""
+    def decode(self, rung: int | None = None, threads: int = 1) -> dict[str, NDArray[np.generic]]:
+        """Every tensor at `rung` (default: the last), in source dtype and shape, in source order.
+
+        With `threads` > 1, the chunks of one rung (each a different block) are checked and decoded in parallel:
+        the core releases the interpreter lock, and a block's rungs still go in order."""
         top = len(self.manifest.ladder.rungs) - 1
         rung = top if rung is None else rung
         if not 0 <= rung <= top:
             raise ValueError(f"rung {rung} out of range 0..{top}")
-        states: list[TensorState | None] = [None] * len(self.manifest.tensors)
+        if not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        states: list[TensorState | None] = [
+            TensorState(plan) for plan in self.manifest.plans] if self.manifest.tensors else []
+
+        def one(index: int) -> None:
+            payload = self.chunk_bytes(index)
+            _check_chunk(self.manifest, index, payload)
+            _decode_chunk(self.manifest, states, index, payload)
+
+        by_rung: dict[int, list[int]] = {}
         for index, entry in enumerate(self.manifest.chunks):
             if entry.rung <= rung:
-                payload = self.chunk_bytes(index)
-                _check_chunk(self.manifest, index, payload)
-                states[entry.tensor] = _decode_chunk(self.manifest, states, index, payload)
+                by_rung.setdefault(entry.rung, []).append(index)
+        with ThreadPoolExecutor(threads) if threads > 1 else contextlib.nullcontext() as pool:
+            for indices in by_rung.values():
+                if pool is None:
+                    for index in indices:
+                        one(index)
+                else:
+                    list(pool.map(one, indices))
         return {spec.name: _materialize(spec, state) for spec, state in zip(self.manifest.tensors, states, strict=False)}
 
     def stream(self, piece_size: int = 1 << 20) -> StreamDecoder:
