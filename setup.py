@@ -14,7 +14,7 @@ setup(
             sources=[str(CORE / name) for name in SOURCES],
             depends=[str(path) for path in CORE.glob("*.[hi]*")],
             # IEEE binary32 exactly as written: no contraction into FMA, no fast-math, so every path and compiler agree.
-            extra_compile_args=["-std=c11", "-O3", "-ffp-contract=off", "-fno-fast-math", "-Wall", "-Wextra",
+            extra_compile_args=["-std=c11", "-O3", "-g", "-ffp-contract=off", "-fno-fast-math", "-Wall", "-Wextra",
                                 "-Wno-unused-parameter", "-Wno-missing-field-initializers"],
         )
     ],

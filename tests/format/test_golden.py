@@ -20,7 +20,7 @@ GOLDEN_HEADER = bytes.fromhex(
     "0200"                    # format version 2, u16 LE
     "0000"                    # flags 0
     "b803000000000000"        # manifest length 952, u64 LE
-    "bf25ee5349327e978615607f36195bf40caaedc45fc35fbfdfba5c044bd5daf3"  # BLAKE3 of the manifest bytes
+    "683c4f45d4076d0f9726b029dd0f77d65d3545a6a33148b7f9f7df5a4bdaa1e0"  # BLAKE3 of the manifest bytes
 )
 
 

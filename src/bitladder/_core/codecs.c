@@ -65,42 +65,6 @@ static int scale_value(const bl_block *b, uint16_t s16, float *s) {
     return BL_OK;
 }
 
-/* The bit reader needs 8 readable bytes past the end. */
-static uint8_t *padded_copy(const uint8_t *bits, size_t n) {
-    uint8_t *copy = malloc(n + 8);
-    if (copy) { memcpy(copy, bits, n); memset(copy + n, 0, 8); }
-    return copy;
-}
-
-/* Independent bit streams, element j in stream j % STREAMS, so that their readers' dependency chains overlap. */
-#define STREAMS 4
-
-static int open_streams(bl_in *in, bl_bitr *r, uint8_t **padded) {
-    uint32_t len[STREAMS];
-    size_t total = 0;
-    int rc;
-    for (int l = 0; l < STREAMS; l++) { if ((rc = in_u32(in, &len[l]))) return rc; total += len[l]; }
-    const uint8_t *bits;
-    if ((rc = in_take(in, total, &bits))) return rc;
-    if (in->p != in->end) return BL_E_TRAILING;
-    uint8_t *copy = *padded = malloc(total + 8 * STREAMS);
-    if (!copy) return BL_E_NOMEM;
-    for (int l = 0; l < STREAMS; l++) {
-        memcpy(copy, bits, len[l]);
-        memset(copy + len[l], 0, 8);
-        r[l] = (bl_bitr){copy, copy + len[l], 0, 0, 0, copy};
-        copy += len[l] + 8; bits += len[l];
-    }
-    return BL_OK;
-}
-
-/* Every stream must end in its last byte: no bits missing, no bytes left over. */
-static int close_streams(const bl_bitr *r) {
-    for (int l = 0; l < STREAMS; l++)
-        if ((r[l].used + 7) / 8 != (size_t)(r[l].end - r[l].start)) return BL_E_CORRUPT;
-    return BL_OK;
-}
-
 /* Iterate over the row segments of a block: [start, end) relative to the block, with its row's offset. */
 typedef struct { uint64_t row, start, end; } segment;
 static int next_segment(const bl_block *b, segment *g) {
@@ -227,6 +191,13 @@ static int is_escape(const escapes *e, uint64_t i, const bl_block *b, uint32_t *
     return 1;
 }
 
+/* Whether the next escape lies before element `end`. */
+static int escape_within(const escapes *e, uint64_t end) {
+    if (e->next >= e->n) return 0;
+    const uint8_t *p = e->pos + 4 * e->next;
+    return ((uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 | (uint64_t)p[3] << 24) < end;
+}
+
 /* Codes of the finest grid for a whole block, from values in the source dtype (source or held). */
 static int block_codes(const bl_block *b, const void *vals, const uint16_t *scales, int32_t *codes) {
     const bl_kernels *k = bl_kernels_now();
@@ -314,11 +285,17 @@ int bl_int_decode(const bl_block *b, int factor, const uint8_t *in, size_t len, 
         if ((rc = rans_get(m, &d, CTX_SPREAD, &spread))) break;
         for (uint64_t t = g.start; !rc && t < g.end; t += BL_TILE) {
             uint64_t n = g.end - t < BL_TILE ? g.end - t : BL_TILE;
-            for (uint64_t j = 0; j < n; j++) {
-                uint32_t v, symbol;
-                if (is_escape(&e, t + j, b, &v)) { store_bits(held, t + j, b->dtype, v); e.next++; codes[j] = BL_ESC; continue; }
-                if ((rc = rans_get(m, &d, (int)spread, &symbol))) break;
-                codes[j] = (int32_t)symbol - top;
+            if (!escape_within(&e, t + n)) {              /* the usual tile: no escapes, one context */
+                uint32_t symbols[BL_TILE];
+                if ((rc = rans_run(m, &d, (int)spread, (size_t)n, symbols))) break;
+                for (uint64_t j = 0; j < n; j++) codes[j] = (int32_t)symbols[j] - top;
+            } else {
+                for (uint64_t j = 0; j < n; j++) {
+                    uint32_t v, symbol;
+                    if (is_escape(&e, t + j, b, &v)) { store_bits(held, t + j, b->dtype, v); e.next++; codes[j] = BL_ESC; continue; }
+                    if ((rc = rans_get(m, &d, (int)spread, &symbol))) break;
+                    codes[j] = (int32_t)symbol - top;
+                }
             }
             if (!rc) k->recon(codes, (size_t)n, s, factor, b->dtype, (uint8_t *)held + t * (uint64_t)w);
         }
@@ -462,29 +439,41 @@ static int make_refine(const bl_block *b, int kind, refine_kind *r) {
     return BL_E_ARGUMENT;
 }
 
-/* Cells of one tile: lo/hi magnitudes in the target dtype, zero = 1 where the sign is not known yet,
- * skip = 1 where the element is escaped (already exact). For half -> exact the cell comes from the value. */
-static int tile_cells(const bl_block *b, const refine_kind *r, const void *vals, size_t n, float s,
-                      int32_t *codes, uint32_t *lo, uint32_t *hi, uint8_t *flags) {
+static uint32_t ceil_shift(uint32_t x, int tz) { return (uint32_t)(((uint64_t)x + (1ull << tz) - 1) >> tz); }
+
+/* Per element of one tile: flag (0: a cell of known sign, 1: a zero cell, either sign, 2: escaped, already exact),
+ * the cell's first sub-cell `first` and its size `count`, after dropping `tz` trailing zero bits. Zero cells keep
+ * count 1 (nothing in the main streams) and their half-size in `first`; escaped elements count 1 too. */
+static void tile_cells(const bl_block *b, const refine_kind *r, const void *vals, size_t n, float s, int tz,
+                       uint32_t *flag, uint32_t *first, uint32_t *count, uint32_t *sign) {
+    int32_t codes[BL_TILE];
+    uint32_t lo[BL_TILE], hi[BL_TILE];
+    uint32_t sign_t = sign_bit(r->target);
     const bl_kernels *k = bl_kernels_now();
+    if (r->kind == BL_INT_TO_EXACT && b->dtype == BL_F32) {      /* the common case, fused (and SIMD) */
+        k->cells_f32(vals, n, s, b->max_code, tz, flag, first, count, sign);
+        return;
+    }
     if (r->kind != BL_HALF_TO_EXACT) {
         k->codes(vals, n, b->dtype, b->inner, s, b->max_code, codes);
         k->cells(codes, n, s, r->target, lo, hi);
-        for (size_t i = 0; i < n; i++) flags[i] = codes[i] == BL_ESC ? 2 : codes[i] == 0 ? 1 : 0;
-        return BL_OK;
+        for (size_t i = 0; i < n; i++) {
+            uint32_t f = ceil_shift(lo[i], tz), l = ceil_shift(hi[i], tz);
+            int zero = codes[i] == 0, escaped = codes[i] == BL_ESC;
+            flag[i] = escaped ? 2u : (uint32_t)zero;
+            first[i] = zero ? l : f;
+            count[i] = zero || escaped ? 1 : l - f;
+            sign[i] = codes[i] < 0 && !escaped ? sign_t : 0;
+        }
+        return;
     }
     for (size_t i = 0; i < n; i++) {
         uint32_t h = narrow(load_bits(vals, i, BL_F32), b->inner), m = h & 0x7FFFu;
-        if (m >= inf_mag(b->inner)) { flags[i] = 2; continue; }
-        codes[i] = (h & 0x8000u) ? -1 : 1;                 /* only the sign is used */
-        lo[i] = half_floor_f32(m, b->inner);
-        hi[i] = half_floor_f32(m + 1, b->inner);
-        flags[i] = 0;
+        if (m >= inf_mag(b->inner)) { flag[i] = 2; first[i] = 0; count[i] = 1; sign[i] = 0; continue; }
+        uint32_t f = ceil_shift(half_floor_f32(m, b->inner), tz), l = ceil_shift(half_floor_f32(m + 1, b->inner), tz);
+        flag[i] = 0; first[i] = f; count[i] = l - f; sign[i] = (h & 0x8000u) ? 0x80000000u : 0;
     }
-    return BL_OK;
 }
-
-static uint32_t ceil_shift(uint32_t x, int tz) { return (uint32_t)(((uint64_t)x + (1ull << tz) - 1) >> tz); }
 
 /* The patterns the refinement must reach, in the target dtype. */
 static uint32_t target_of(const bl_block *b, const refine_kind *r, const void *src, uint64_t i) {
@@ -492,24 +481,42 @@ static uint32_t target_of(const bl_block *b, const refine_kind *r, const void *s
     return r->kind == BL_INT_TO_HALF ? narrow(v, b->inner) : v;
 }
 
+/* Bit streams of a refinement: element j of a tile writes its index to stream j % 4; a zero cell's low bits go to
+ * stream 4 (after the top bits, which go through rANS). */
+#define MAIN_STREAMS 4
+#define ZERO_STREAM 4
+#define REFINE_STREAMS 5
+
+/* A zero cell's index: sign in the lowest bit, the top 8 bits of the rest through rANS, the remainder in bits. */
+typedef struct { uint64_t count; int low; } zero_split;
+static zero_split zero_cell(uint32_t half) {
+    zero_split z;
+    z.count = 2ull * half;
+    int nb = bitlen64(z.count - 1), top = nb < ZERO_TOP_BITS ? nb : ZERO_TOP_BITS;
+    z.low = nb - top;
+    return z;
+}
+static int zero_context(uint64_t count) { return CTX_ZERO + bitlen64(count - 1); }
+
 int64_t bl_refine_encode(const bl_block *b, int kind, const void *src, const uint16_t *scales, uint8_t *out, size_t cap) {
     refine_kind r;
     int rc = check_block(b);
     if (rc || (rc = make_refine(b, kind, &r))) return rc;
     uint64_t row0 = b->begin / b->columns, rows = bl_block_rows(b);
     uint8_t *sym = malloc(b->count + rows + 1), *ctx = malloc(b->count + rows + 1);
-    size_t lane_cap = 5 * (b->count / STREAMS + 1) + 16;
-    uint8_t *bits = malloc(STREAMS * lane_cap);
+    /* A main stream takes a quarter of the elements at <= 32 bits each, the zero stream any of them at <= 33. */
+    size_t lane_cap = 5 * (b->count / MAIN_STREAMS + 1) + 16, zero_cap = 5 * b->count + 16;
+    size_t lane_at[REFINE_STREAMS + 1];
+    for (int l = 0; l <= REFINE_STREAMS; l++) lane_at[l] = (size_t)(l < ZERO_STREAM ? l : ZERO_STREAM) * lane_cap +
+                                                           (l > ZERO_STREAM ? zero_cap : 0);
+    uint8_t *bits = malloc(lane_at[REFINE_STREAMS]);
     uint16_t alphabet[RANS_CONTEXTS] = {0};
     for (int c = CTX_ZERO; c < CTX_ZERO + 40; c++) alphabet[c] = 1u << ZERO_TOP_BITS;
     alphabet[CTX_TZ] = 32;
     bl_out o = {out, out + cap};
-    bl_bitw w[STREAMS];
-    for (int l = 0; l < STREAMS; l++) w[l] = (bl_bitw){bits + l * lane_cap, bits + (l + 1) * lane_cap, 0, 0, 0};
-    uint64_t coded = 0;
-    int32_t codes[BL_TILE];
-    uint32_t lo[BL_TILE], hi[BL_TILE];
-    uint8_t flags[BL_TILE];
+    bl_bitw w[REFINE_STREAMS];
+    for (int l = 0; l < REFINE_STREAMS; l++) w[l] = (bl_bitw){bits + lane_at[l], bits + lane_at[l + 1], 0, 0, 0};
+    uint32_t flag[BL_TILE], first[BL_TILE], sign[BL_TILE], count[BL_TILE];
     size_t n = 0;
     int width = width_bits(b->dtype) / 8;
     uint32_t sign_t = sign_bit(r.target);
@@ -523,10 +530,10 @@ int64_t bl_refine_encode(const bl_block *b, int kind, const void *src, const uin
             tz = 31;
             for (uint64_t t = g.start; t < g.end; t += BL_TILE) {
                 uint64_t m = g.end - t < BL_TILE ? g.end - t : BL_TILE;
-                tile_cells(b, &r, (const uint8_t *)src + t * (uint64_t)width, (size_t)m, s, codes, lo, hi, flags);
+                tile_cells(b, &r, (const uint8_t *)src + t * (uint64_t)width, (size_t)m, s, 0, flag, first, count, sign);
                 for (uint64_t j = 0; j < m; j++) {
                     uint32_t mag = target_of(b, &r, src, t + j) & (sign_t - 1);
-                    if (flags[j] != 2 && mag) { int z = __builtin_ctz(mag); if (z < tz) tz = z; }
+                    if (flag[j] != 2 && mag) { int z = __builtin_ctz(mag); if (z < tz) tz = z; }
                 }
             }
             if (tz == 31) tz = 0;
@@ -534,34 +541,66 @@ int64_t bl_refine_encode(const bl_block *b, int kind, const void *src, const uin
         }
         for (uint64_t t = g.start; !rc && t < g.end; t += BL_TILE) {
             uint64_t m = g.end - t < BL_TILE ? g.end - t : BL_TILE;
-            tile_cells(b, &r, (const uint8_t *)src + t * (uint64_t)width, (size_t)m, s, codes, lo, hi, flags);
+            tile_cells(b, &r, (const uint8_t *)src + t * (uint64_t)width, (size_t)m, s, tz, flag, first, count, sign);
             for (uint64_t j = 0; j < m; j++) {
-                if (flags[j] == 2) continue;
-                bl_bitw *lane = &w[coded++ % STREAMS];
-                uint32_t x = target_of(b, &r, src, t + j), mag = x & (sign_t - 1);
-                if (mag < lo[j] || mag >= hi[j] || (flags[j] == 0 && (x & sign_t) != (codes[j] < 0 ? sign_t : 0))) {
-                    rc = BL_E_ARGUMENT; break;                  /* not in its cell: a bug, never bad data */
+                if (flag[j] == 2) continue;
+                uint32_t x = target_of(b, &r, src, t + j), mag = (x & (sign_t - 1)) >> tz;
+                if (flag[j] == 1) {
+                    zero_split z = zero_cell(first[j]);
+                    uint64_t index = (uint64_t)mag << 1 | (x >> (width_bits(r.target) - 1)), head = index >> z.low;
+                    uint64_t rest = z.count - (head << z.low);
+                    if (mag >= first[j]) { rc = BL_E_ARGUMENT; break; }   /* not in its cell: a bug, never data */
+                    sym[n] = (uint8_t)head; ctx[n++] = (uint8_t)zero_context(z.count);
+                    tb_put(&w[ZERO_STREAM], index - (head << z.low), rest < (1ull << z.low) ? rest : (1ull << z.low));
+                    continue;
                 }
-                if (flags[j] == 1) {
-                    uint64_t count = 2ull * ceil_shift(hi[j], tz), index = (uint64_t)(mag >> tz) << 1 | (x >> (width_bits(r.target) - 1));
-                    int nb = bitlen64(count - 1), top = nb < ZERO_TOP_BITS ? nb : ZERO_TOP_BITS, low = nb - top;
-                    uint64_t head = index >> low, rest = count - (head << low);
-                    sym[n] = (uint8_t)head; ctx[n++] = (uint8_t)(CTX_ZERO + nb);
-                    tb_put(lane, index - (head << low), rest < (1ull << low) ? rest : (1ull << low));
-                } else {
-                    uint32_t first = ceil_shift(lo[j], tz);
-                    tb_put(lane, (mag >> tz) - first, ceil_shift(hi[j], tz) - first);
+                if (mag < first[j] || mag - first[j] >= count[j] || (x & sign_t) != (sign[j] ? sign_t : 0)) {
+                    rc = BL_E_ARGUMENT; break;
                 }
+                tb_put(&w[j % MAIN_STREAMS], mag - first[j], count[j]);
             }
         }
     }
-    for (int l = 0; l < STREAMS; l++) { bitw_flush(&w[l]); if (!rc && w[l].overflow) rc = BL_E_CAPACITY; }
+    for (int l = 0; l < REFINE_STREAMS; l++) { bitw_flush(&w[l]); if (!rc && w[l].overflow) rc = BL_E_CAPACITY; }
     if (!rc) rc = rans_encode(ctx, sym, n, alphabet, &o);
-    for (int l = 0; !rc && l < STREAMS; l++) rc = out_u32(&o, (uint32_t)(w[l].p - (bits + l * lane_cap)));
-    for (int l = 0; !rc && l < STREAMS; l++) rc = out_put(&o, bits + l * lane_cap, (size_t)(w[l].p - (bits + l * lane_cap)));
+    for (int l = 0; !rc && l < REFINE_STREAMS; l++) rc = out_u32(&o, (uint32_t)(w[l].p - (bits + lane_at[l])));
+    for (int l = 0; !rc && l < REFINE_STREAMS; l++) rc = out_put(&o, bits + lane_at[l], (size_t)(w[l].p - (bits + lane_at[l])));
 done:
     free(sym); free(ctx); free(bits);
     return rc ? rc : (int64_t)(o.p - out);
+}
+
+/* The bit streams of a payload, copied with room to read past their ends: a tile reads at most 34 bits per
+ * element before the decoder checks where the readers stand. */
+#define STREAM_PAD (BL_TILE * 5 + 16)
+
+static int open_streams(bl_in *in, bl_bitr *r, int streams, uint8_t **padded) {
+    uint32_t len[REFINE_STREAMS];
+    size_t total = 0;
+    int rc;
+    for (int l = 0; l < streams; l++) { if ((rc = in_u32(in, &len[l]))) return rc; total += len[l]; }
+    const uint8_t *bits;
+    if ((rc = in_take(in, total, &bits))) return rc;
+    if (in->p != in->end) return BL_E_TRAILING;
+    uint8_t *copy = *padded = malloc(total + STREAM_PAD * (size_t)streams);
+    if (!copy) return BL_E_NOMEM;
+    for (int l = 0; l < streams; l++) {
+        memcpy(copy, bits, len[l]);
+        memset(copy + len[l], 0, STREAM_PAD);
+        r[l] = (bl_bitr){copy, copy + len[l], 0, 0, copy};
+        copy += len[l] + STREAM_PAD; bits += len[l];
+    }
+    return BL_OK;
+}
+
+/* Bits a reader consumed: the bytes it loaded less what is still in its accumulator. */
+static size_t stream_used(const bl_bitr *r) { return 8 * (size_t)(r->p - r->start) - (size_t)r->n; }
+
+/* Every stream must end in its last byte: no bits missing, no bytes left over. */
+static int close_streams(const bl_bitr *r, int streams) {
+    for (int l = 0; l < streams; l++)
+        if ((stream_used(&r[l]) + 7) / 8 != (size_t)(r[l].end - r[l].start)) return BL_E_CORRUPT;
+    return BL_OK;
 }
 
 int bl_refine_decode(const bl_block *b, int kind, const uint8_t *in, size_t len, const uint16_t *scales,
@@ -576,12 +615,10 @@ int bl_refine_decode(const bl_block *b, int kind, const uint8_t *in, size_t len,
     rans_model *m = NULL;
     rans_dec d;
     uint8_t *padded = NULL;
-    bl_bitr br[STREAMS];
-    if ((rc = rans_decode_init(&m, &d, &i, alphabet)) || (rc = open_streams(&i, br, &padded))) goto done;
-    uint64_t coded = 0;
-    int32_t codes[BL_TILE];
-    uint32_t lo[BL_TILE], hi[BL_TILE];
-    uint8_t flags[BL_TILE];
+    bl_bitr br[REFINE_STREAMS];
+    if ((rc = rans_decode_init(&m, &d, &i, alphabet)) || (rc = open_streams(&i, br, REFINE_STREAMS, &padded))) goto done;
+    uint32_t flag[BL_TILE], first[BL_TILE], sign[BL_TILE], count[BL_TILE], index[BL_TILE];
+    const bl_kernels *kern = bl_kernels_now();
     int width = width_bits(b->dtype) / 8;
     uint32_t sign_t = sign_bit(r.target);
     uint64_t row0 = b->begin / b->columns;
@@ -595,34 +632,39 @@ int bl_refine_decode(const bl_block *b, int kind, const uint8_t *in, size_t len,
         for (uint64_t t = g.start; !rc && t < g.end; t += BL_TILE) {
             uint64_t n = g.end - t < BL_TILE ? g.end - t : BL_TILE;
             const uint8_t *from = (const uint8_t *)held + t * (uint64_t)width;
-            tile_cells(b, &r, from, (size_t)n, s, codes, lo, hi, flags);
-            for (uint64_t j = 0; j < n; j++) {
-                uint32_t x;
-                if (flags[j] == 2) { store_bits(out, t + j, b->dtype, load_bits(from, j, b->dtype)); continue; }
-                bl_bitr *lane = &br[coded++ % STREAMS];
-                if (flags[j] == 1) {
-                    uint64_t count = 2ull * ceil_shift(hi[j], tz);
-                    if (!count) { rc = BL_E_CORRUPT; break; }
-                    int nb = bitlen64(count - 1), top = nb < ZERO_TOP_BITS ? nb : ZERO_TOP_BITS, low = nb - top;
-                    uint32_t head;
-                    if ((rc = rans_get(m, &d, CTX_ZERO + nb, &head))) break;
-                    uint64_t start = (uint64_t)head << low;
-                    if (start >= count) { rc = BL_E_CORRUPT; break; }
-                    uint64_t rest = count - start;
-                    uint64_t index = start + tb_get(lane, rest < (1ull << low) ? rest : (1ull << low));
-                    x = (uint32_t)((index >> 1) << tz) | (index & 1 ? sign_t : 0);
-                } else {
-                    uint32_t first = ceil_shift(lo[j], tz), last = ceil_shift(hi[j], tz);
-                    if (last <= first) { rc = BL_E_CORRUPT; break; }         /* an empty cell holds nothing */
-                    uint64_t index = tb_get(lane, last - first);
-                    x = (uint32_t)((first + index) << tz) | (codes[j] < 0 ? sign_t : 0);
-                }
-                store_bits(out, t + j, b->dtype, r.kind == BL_INT_TO_HALF ? widen(x, r.target) : x);
+            tile_cells(b, &r, from, (size_t)n, s, tz, flag, first, count, sign);
+            kern->tb(br, count, (size_t)n, index);
+            for (uint64_t j = 0; j < n; j++) {           /* zero cells: top bits by rANS, the rest in stream 4 */
+                if (flag[j] != 1) continue;
+                zero_split z = zero_cell(first[j]);
+                uint32_t head;
+                if (!z.count) { rc = BL_E_CORRUPT; break; }
+                if ((rc = rans_get(m, &d, zero_context(z.count), &head))) break;
+                uint64_t start = (uint64_t)head << z.low;
+                if (start >= z.count) { rc = BL_E_CORRUPT; break; }
+                uint64_t rest = z.count - start;
+                index[j] = (uint32_t)(start + tb_get(&br[ZERO_STREAM], rest < (1ull << z.low) ? rest : (1ull << z.low)));
             }
+            for (int l = 0; l < REFINE_STREAMS; l++) if (br[l].p > br[l].end + 8) rc = BL_E_CORRUPT;
+            if (rc) break;
+            uint32_t empty = 0;                          /* a cell of no patterns: only a corrupt payload has one */
+            if (b->dtype == BL_F32 && r.kind != BL_INT_TO_HALF) {
+                empty = kern->compose_f32(flag, first, count, index, sign, tz, (const uint32_t *)(const void *)from, (size_t)n,
+                                          (uint32_t *)out + t);
+            } else {
+                for (uint64_t j = 0; j < n; j++) {
+                    uint32_t x = flag[j] == 1 ? ((index[j] >> 1) << tz) | (index[j] & 1 ? sign_t : 0)
+                                              : ((first[j] + index[j]) << tz) | (sign[j] ? sign_t : 0);
+                    uint32_t v = flag[j] == 2 ? load_bits(from, j, b->dtype) : r.kind == BL_INT_TO_HALF ? widen(x, r.target) : x;
+                    store_bits(out, t + j, b->dtype, v);
+                    empty |= flag[j] == 0 && count[j] == 0;
+                }
+            }
+            if (empty) rc = BL_E_CORRUPT;
         }
     }
     if (!rc) rc = rans_decode_finish(&d);
-    if (!rc) rc = close_streams(br);
+    if (!rc) rc = close_streams(br, REFINE_STREAMS);
 done:
     rans_model_free(m);
     free(padded);
@@ -673,15 +715,12 @@ int bl_half_decode(const bl_block *b, const uint8_t *in, size_t len, void *held)
     escapes e;
     rans_model *m = NULL;
     rans_dec d;
-    uint32_t nbytes;
-    const uint8_t *bits;
     uint8_t *padded = NULL;
-    if ((rc = get_escapes(&i, b, &e)) || (rc = rans_decode_init(&m, &d, &i, alphabet)) || (rc = in_u32(&i, &nbytes)) ||
-        (rc = in_take(&i, nbytes, &bits)))
+    bl_bitr br;
+    if ((rc = get_escapes(&i, b, &e)) || (rc = rans_decode_init(&m, &d, &i, alphabet)) ||
+        (rc = open_streams(&i, &br, 1, &padded)))
         goto done;
-    if (i.p != i.end) { rc = BL_E_TRAILING; goto done; }
-    if (!(padded = padded_copy(bits, nbytes))) { rc = BL_E_NOMEM; goto done; }
-    bl_bitr br = {padded, padded + nbytes, 0, 0, 0, padded};
+    if ((uint64_t)(br.end - br.start) != ((b->count - e.n) * (uint64_t)(mant + 1) + 7) / 8) { rc = BL_E_CORRUPT; goto done; }
     for (uint64_t k = 0; k < b->count; k++) {
         uint32_t v, head;
         if (is_escape(&e, k, b, &v)) { store_bits(held, k, BL_F32, v); e.next++; continue; }
@@ -692,7 +731,7 @@ int bl_half_decode(const bl_block *b, const uint8_t *in, size_t len, void *held)
         store_bits(held, k, BL_F32, widen(h, b->inner));
     }
     if (!rc) rc = rans_decode_finish(&d);
-    if (!rc && (br.used + 7) / 8 != nbytes) rc = BL_E_CORRUPT;
+    if (!rc) rc = close_streams(&br, 1);
 done:
     rans_model_free(m);
     free(padded);

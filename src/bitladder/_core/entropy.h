@@ -27,4 +27,31 @@ static inline int rans_get(const rans_model *m, rans_dec *d, int c, uint32_t *sy
     return BL_OK;
 }
 
+/* n symbols of context c. When the stream holds a word for each of them (a symbol takes at most one), the loop
+ * needs no bound check; otherwise it goes symbol by symbol. */
+static inline int rans_run(const rans_model *m, rans_dec *d, int c, size_t n, uint32_t *out) {
+    const uint32_t *slot = m->slot[c];
+    if (!slot) return BL_E_CORRUPT;
+    if ((size_t)(d->wend_p - d->wp) < 2 * n) {
+        for (size_t i = 0; i < n; i++) { int rc = rans_get(m, d, c, &out[i]); if (rc) return rc; }
+        return BL_OK;
+    }
+    const uint8_t *wp = d->wp;
+    unsigned lane = (unsigned)(d->count % RANS_LANES);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t x = d->x[lane];
+        uint32_t e = slot[x & (RANS_TOTAL - 1)];
+        out[i] = e & 0xFF;
+        x = ((e >> 20) + 1) * (x >> RANS_PROB_BITS) + ((e >> 8) & 0xFFF);
+        uint32_t word = (uint32_t)wp[0] | (uint32_t)wp[1] << 8;
+        int more = x < RANS_L;
+        d->x[lane] = more ? x << 16 | word : x;
+        wp += 2 * more;
+        lane = (lane + 1) % RANS_LANES;
+    }
+    d->wp = wp;
+    d->count += n;
+    return BL_OK;
+}
+
 #endif

@@ -104,7 +104,7 @@ static inline int out_u32(bl_out *o, uint32_t v) {
 /* ---- bit stream: LSB first, 64-bit accumulator ---------------------------------------------------------- */
 
 typedef struct { uint8_t *p, *end; uint64_t acc; int n; int overflow; } bl_bitw;
-typedef struct { const uint8_t *p, *end; uint64_t acc; int n; size_t used; const uint8_t *start; } bl_bitr;
+typedef struct { const uint8_t *p, *end; uint64_t acc; int n; const uint8_t *start; } bl_bitr;
 
 static inline void bitw_put(bl_bitw *w, uint64_t v, int bits) {     /* bits <= 32 */
     w->acc |= v << w->n; w->n += bits;
@@ -117,18 +117,18 @@ static inline void bitw_flush(bl_bitw *w) {
     if (w->n > 0) { if (w->p == w->end) w->overflow = 1; else *w->p++ = (uint8_t)w->acc; }
     w->acc = 0; w->n = 0;
 }
-/* The reader's buffer has 8 readable bytes past `end` (the decoder reads from a padded copy), so a refill never
- * branches; `used` tells afterwards whether the codes ran past the end. */
+/* The reader's buffer has readable zero padding past `end` (the decoder reads from a padded copy and checks where
+ * the reader stands before it can run off the padding), so a refill never branches. Bits consumed so far:
+ * 8 * (p - start) - n. */
 static inline uint64_t bitr_peek(bl_bitr *r, int bits) {              /* bits <= 33 */
     uint64_t word;
     memcpy(&word, r->p, 8);
     r->acc |= word << r->n;
     r->p += (63 - r->n) >> 3;
     r->n |= 56;
-    if (r->p > r->end) r->p = r->end;                                  /* stays on the zero padding */
     return r->acc & ((1ull << bits) - 1);
 }
-static inline void bitr_skip(bl_bitr *r, int bits) { r->acc >>= bits; r->n -= bits; r->used += (size_t)bits; }
+static inline void bitr_skip(bl_bitr *r, int bits) { r->acc >>= bits; r->n -= bits; }
 static inline uint64_t bitr_get(bl_bitr *r, int bits) {
     uint64_t v = bitr_peek(r, bits);
     bitr_skip(r, bits);

@@ -1,8 +1,52 @@
-/* The avx512 copy of kernels.inc. */
+/* The avx512 copy of kernels.inc, with the float32 cell pass written out in intrinsics. */
 #include "kernels.h"
 
 #if defined(__x86_64__)
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,bmi2")
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,bmi2,lzcnt")
+#include <immintrin.h>
 #define K(name) name##_avx512
+#define K_SIMD_CELLS_F32
 #include "kernels.inc"
+
+void cells_f32_avx512(const uint32_t *vals, size_t n, float s, int max_code, int tz,
+                      uint32_t *flag, uint32_t *first, uint32_t *count, uint32_t *sign) {
+    const __m512 vs = _mm512_set1_ps(s), half = _mm512_set1_ps(0.5f), big = _mm512_set1_ps(0x1p23f);
+    const __m512 limit = _mm512_set1_ps(256.0f);
+    const __m512i magnitude = _mm512_set1_epi32(0x7FFFFFFF), one = _mm512_set1_epi32(1), zero = _mm512_setzero_si512();
+    const __m512i top = _mm512_set1_epi32(max_code), round_up = _mm512_set1_epi32((int)((1u << tz) - 1));
+    const __m512i sign_bit = _mm512_set1_epi32((int)0x80000000u), two = _mm512_set1_epi32(2);
+    const __m128i shift = _mm_cvtsi32_si128(tz);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i v = _mm512_loadu_si512(vals + i);
+        __m512 a = _mm512_castsi512_ps(_mm512_and_si512(v, magnitude));
+        __m512 q = _mm512_div_ps(a, vs);
+        __mmask16 inside = _mm512_cmp_ps_mask(q, limit, _CMP_LT_OQ);
+        __m512 r = _mm512_sub_ps(_mm512_add_ps(_mm512_maskz_mov_ps(inside, q), big), big);
+        __m512i k = _mm512_cvttps_epi32(r);
+        __mmask16 down = _mm512_cmp_ps_mask(a, _mm512_mul_ps(_mm512_sub_ps(r, half), vs), _CMP_LT_OQ) &
+                         _mm512_cmpgt_epi32_mask(k, zero);
+        __mmask16 up = _mm512_cmp_ps_mask(a, _mm512_mul_ps(_mm512_add_ps(r, half), vs), _CMP_GE_OQ);
+        k = _mm512_mask_sub_epi32(k, down, k, one);
+        k = _mm512_mask_add_epi32(k, up, k, one);
+        __mmask16 escaped = (__mmask16)(~inside | _mm512_cmpgt_epi32_mask(k, top));
+        __mmask16 nonzero = _mm512_cmpneq_epi32_mask(k, zero);
+        __m512 kk = _mm512_cvtepi32_ps(k);
+        __m512i lo = _mm512_maskz_mov_epi32(nonzero, _mm512_castps_si512(_mm512_mul_ps(_mm512_sub_ps(kk, half), vs)));
+        __m512i hi = _mm512_castps_si512(_mm512_mul_ps(_mm512_add_ps(kk, half), vs));
+        __m512i fl = _mm512_srl_epi32(_mm512_add_epi32(lo, round_up), shift);
+        __m512i la = _mm512_srl_epi32(_mm512_add_epi32(hi, round_up), shift);
+        __mmask16 is_zero = (__mmask16)(~escaped & ~nonzero);
+        __m512i f = _mm512_mask_mov_epi32(fl, is_zero, la);
+        f = _mm512_mask_mov_epi32(f, escaped, zero);
+        __m512i c = _mm512_mask_mov_epi32(_mm512_sub_epi32(la, fl), (__mmask16)(escaped | is_zero), one);
+        __mmask16 negative = _mm512_test_epi32_mask(v, sign_bit) & nonzero & (__mmask16)~escaped;
+        __m512i fg = _mm512_mask_mov_epi32(_mm512_maskz_mov_epi32(is_zero, one), escaped, two);
+        _mm512_storeu_si512(flag + i, fg);
+        _mm512_storeu_si512(first + i, f);
+        _mm512_storeu_si512(count + i, c);
+        _mm512_storeu_si512(sign + i, _mm512_maskz_mov_epi32(negative, sign_bit));
+    }
+    if (i < n) cells_f32_scalar(vals + i, n - i, s, max_code, tz, flag + i, first + i, count + i, sign + i);
+}
 #endif
