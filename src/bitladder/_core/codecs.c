@@ -287,7 +287,7 @@ int bl_int_decode(const bl_block *b, int factor, const uint8_t *in, size_t len, 
             uint64_t n = g.end - t < BL_TILE ? g.end - t : BL_TILE;
             if (!escape_within(&e, t + n)) {              /* the usual tile: no escapes, one context */
                 uint32_t symbols[BL_TILE];
-                if ((rc = rans_run(m, &d, (int)spread, (size_t)n, symbols))) break;
+                if ((rc = rans_run(m, &d, (int)spread, (size_t)n, symbols, k->rans_run))) break;
                 for (uint64_t j = 0; j < n; j++) codes[j] = (int32_t)symbols[j] - top;
             } else {
                 for (uint64_t j = 0; j < n; j++) {

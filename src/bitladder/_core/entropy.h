@@ -19,19 +19,25 @@ static inline int rans_get(const rans_model *m, rans_dec *d, int c, uint32_t *sy
     *sym = e & 0xFF;
     uint32_t v = ((e >> 20) + 1) * (*x >> RANS_PROB_BITS) + ((e >> 8) & 0xFFF);
     /* Renormalise without a branch on the data: a word is taken when the state fell below L. */
-    int more = v < RANS_L, left = d->wp < d->wend_p;
+    int left = d->wp < d->wend_p;
+    uint32_t more = 0u - (uint32_t)(v < RANS_L);
     uint32_t word = left ? (uint32_t)d->wp[0] | (uint32_t)d->wp[1] << 8 : 0;
-    *x = more ? v << 16 | word : v;
-    d->wp += 2 * (more & left);
-    d->starved |= more & !left;
+    *x = (v << (16 & more)) | (word & more);
+    d->wp += 2 & more & (0u - (uint32_t)left);
+    d->starved |= (int)(more & 1) & !left;
     return BL_OK;
 }
 
 /* n symbols of context c. When the stream holds a word for each of them (a symbol takes at most one), the loop
  * needs no bound check; otherwise it goes symbol by symbol. */
-static inline int rans_run(const rans_model *m, rans_dec *d, int c, size_t n, uint32_t *out) {
+static inline int rans_run(const rans_model *m, rans_dec *d, int c, size_t n, uint32_t *out,
+                           void (*simd)(uint32_t *, uint64_t *, const uint8_t **, const uint32_t *, size_t, uint32_t *)) {
     const uint32_t *slot = m->slot[c];
     if (!slot) return BL_E_CORRUPT;
+    if (simd && (size_t)(d->wend_p - d->wp) >= 2 * n + 32) {
+        simd(d->x, &d->count, &d->wp, slot, n, out);
+        return BL_OK;
+    }
     if ((size_t)(d->wend_p - d->wp) < 2 * n) {
         for (size_t i = 0; i < n; i++) { int rc = rans_get(m, d, c, &out[i]); if (rc) return rc; }
         return BL_OK;
@@ -44,9 +50,9 @@ static inline int rans_run(const rans_model *m, rans_dec *d, int c, size_t n, ui
         out[i] = e & 0xFF;
         x = ((e >> 20) + 1) * (x >> RANS_PROB_BITS) + ((e >> 8) & 0xFFF);
         uint32_t word = (uint32_t)wp[0] | (uint32_t)wp[1] << 8;
-        int more = x < RANS_L;
-        d->x[lane] = more ? x << 16 | word : x;
-        wp += 2 * more;
+        uint32_t more = 0u - (uint32_t)(x < RANS_L);     /* a mask, not a branch: the data decide it */
+        d->x[lane] = (x << (16 & more)) | (word & more);
+        wp += 2 & more;
         lane = (lane + 1) % RANS_LANES;
     }
     d->wp = wp;

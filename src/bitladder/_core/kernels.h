@@ -13,6 +13,8 @@ typedef struct {
     void (*tb)(bl_bitr *r, const uint32_t *count, size_t n, uint32_t *index);
     uint32_t (*compose_f32)(const uint32_t *flag, const uint32_t *first, const uint32_t *count, const uint32_t *index,
                             const uint32_t *sign, int tz, const uint32_t *held, size_t n, uint32_t *out);
+    /* rANS runs 16 symbols at a time, or NULL where the path has none (the scalar loop in entropy.h runs). */
+    void (*rans_run)(uint32_t *state, uint64_t *count, const uint8_t **words, const uint32_t *slot, size_t n, uint32_t *out);
 } bl_kernels;
 
 #define BL_DECLARE_PATH(p) \
@@ -26,6 +28,8 @@ typedef struct {
 BL_DECLARE_PATH(scalar)
 BL_DECLARE_PATH(avx2)
 BL_DECLARE_PATH(avx512)
+
+void rans_run_avx512(uint32_t *, uint64_t *, const uint8_t **, const uint32_t *, size_t, uint32_t *);
 
 const bl_kernels *bl_kernels_now(void);
 

@@ -8,6 +8,7 @@ decoded into a block-sized buffer and copied in only once it decoded whole, so a
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -72,14 +73,46 @@ def encode_tensor(plan: TensorPlan, source: NDArray[Any], level: int = 1) -> Ite
             yield step_index, block_index, native.encode(kind, block, part, scales, a, c)
 
 
+_local = threading.local()
+
+
+def _scratch(count: int, dtype: np.dtype[Any]) -> NDArray[Any]:
+    """A block-sized buffer of this thread's, reused from chunk to chunk (fresh pages cost more than decoding)."""
+    buffer: NDArray[np.uint8] | None = getattr(_local, "buffer", None)
+    nbytes = count * dtype.itemsize
+    if buffer is None or buffer.size < nbytes:
+        buffer = _local.buffer = np.empty(nbytes, np.uint8)
+    return buffer[:nbytes].view(dtype)
+
+
 class TensorState:
-    """A tensor as the decoder holds it: values in the storage dtype, scales, and each block's rung (-1: none)."""
+    """A tensor as the decoder holds it: values in the storage dtype, scales, and each block's rung (-1: none).
+
+    Values and scales are allocated when the tensor's first block has decoded, not before: a manifest alone (it
+    may declare a tensor of 2**40 elements behind a few kilobytes of empty chunks) reserves nothing."""
 
     def __init__(self, plan: TensorPlan) -> None:
         self.plan = plan
-        self.data: NDArray[Any] = np.zeros(plan.spec.numel, plan.spec.storage)
-        self.scales: NDArray[np.uint16] = np.zeros(plan.rows if plan.scaled else 0, np.uint16)
+        self._data: NDArray[Any] | None = None
+        self._scales: NDArray[np.uint16] | None = None
+        self._allocating = threading.Lock()  # blocks of one tensor may decode on several threads
         self.block_steps: NDArray[np.int16] = np.full(plan.blocks, -1, np.int16)
+
+    @property
+    def data(self) -> NDArray[Any]:
+        if self._data is None:
+            with self._allocating:
+                if self._data is None:
+                    self._data = np.zeros(self.plan.spec.numel, self.plan.spec.storage)
+        return self._data
+
+    @property
+    def scales(self) -> NDArray[np.uint16]:
+        if self._scales is None:
+            with self._allocating:
+                if self._scales is None:
+                    self._scales = np.zeros(self.plan.rows if self.plan.scaled else 0, np.uint16)
+        return self._scales
 
     @property
     def rung(self) -> int:
@@ -104,8 +137,9 @@ class TensorState:
         self.block_steps[block_index] = step_index
 
     def _decode(self, step: Step, block: native.Block, payload: memoryview, view: NDArray[Any]) -> None:
+        """Decode into scratch memory, copied into the block only once the chunk decoded whole."""
         kind, a, c = _payload_args(step)
-        out = np.empty_like(view)
+        out = _scratch(block.count, view.dtype)
         if kind == "int":
             rows = np.zeros(block.rows, np.uint16)
             native.decode(kind, block, payload, rows, None, out, a, c)
@@ -114,7 +148,9 @@ class TensorState:
             if clash.any():  # a row that straddles two blocks has one scale
                 raise ChunkIntegrityError(f"scale of row {block.first_row + int(np.argmax(clash))} differs between blocks")
             known[:] = rows
-        else:
+        elif kind == "half":
+            native.decode(kind, block, payload, None, None, out, a, c)
+        else:  # a refinement: the block's values (and the scales) exist, its earlier step decoded
             native.decode(kind, block, payload, self.scales, view, out, a, c)
         view[:] = out
 
