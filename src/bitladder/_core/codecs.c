@@ -527,14 +527,11 @@ int64_t bl_refine_encode(const bl_block *b, int kind, const void *src, const uin
         if (r.kind != BL_HALF_TO_EXACT && (rc = scale_value(b, scales[row0 + g.row], &s))) break;
         int tz = 0;
         if (r.exact) {              /* trailing zeros all values of the segment share (fp16-origin rows) */
-            tz = 31;
-            for (uint64_t t = g.start; t < g.end; t += BL_TILE) {
-                uint64_t m = g.end - t < BL_TILE ? g.end - t : BL_TILE;
-                tile_cells(b, &r, (const uint8_t *)src + t * (uint64_t)width, (size_t)m, s, 0, flag, first, count, sign);
-                for (uint64_t j = 0; j < m; j++) {
-                    uint32_t mag = target_of(b, &r, src, t + j) & (sign_t - 1);
-                    if (flag[j] != 2 && mag) { int z = __builtin_ctz(mag); if (z < tz) tz = z; }
-                }
+            tz = 31;                /* over every finite value: escaped ones too, which can only lower it */
+            uint32_t inf = inf_mag(r.target);
+            for (uint64_t j = g.start; j < g.end; j++) {
+                uint32_t mag = target_of(b, &r, src, j) & (sign_t - 1);
+                if (mag && mag < inf) { int z = __builtin_ctz(mag); tz = z < tz ? z : tz; }
             }
             if (tz == 31) tz = 0;
             sym[n] = (uint8_t)tz; ctx[n++] = CTX_TZ;

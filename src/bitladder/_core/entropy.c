@@ -63,7 +63,10 @@ int rans_encode(const uint8_t *ctx, const uint8_t *sym, size_t n, const uint16_t
         tab[c].present = 1; tab[c].alphabet = alphabet[c];
         normalize(count[c], alphabet[c], tab[c].freq);
         tab[c].cum[0] = 0;
-        for (int s = 0; s < alphabet[c]; s++) tab[c].cum[s + 1] = (uint16_t)(tab[c].cum[s] + tab[c].freq[s]);
+        for (int s = 0; s < alphabet[c]; s++) {
+            tab[c].cum[s + 1] = (uint16_t)(tab[c].cum[s] + tab[c].freq[s]);
+            tab[c].inverse[s] = tab[c].freq[s] ? 1.0 / tab[c].freq[s] : 0.0;
+        }
     }
     uint8_t head = (uint8_t)contexts;
     if ((rc = out_put(out, &head, 1))) goto done;
@@ -89,7 +92,11 @@ int rans_encode(const uint8_t *ctx, const uint8_t *sym, size_t n, const uint16_t
         uint32_t f = t->freq[sym[j]], c = t->cum[sym[j]];
         uint32_t *s = &x[j % RANS_LANES];
         if ((uint64_t)*s >= (uint64_t)f << (32 - RANS_PROB_BITS)) { *--w = (uint16_t)*s; *s >>= 16; }
-        *s = ((*s / f) << RANS_PROB_BITS) + (*s % f) + c;
+        /* x / f by a double reciprocal, corrected to the exact quotient (a hardware divide per symbol is slow). */
+        uint32_t q = (uint32_t)((double)*s * t->inverse[sym[j]]);
+        q -= (uint64_t)q * f > *s;
+        q += (uint64_t)(q + 1) * f <= *s;
+        *s = (q << RANS_PROB_BITS) + (*s - q * f) + c;
     }
     for (int l = RANS_LANES; l-- > 0;) { *--w = (uint16_t)(x[l] >> 16); *--w = (uint16_t)x[l]; }
     size_t count_words = (size_t)(words + n + 2 * RANS_LANES - w);

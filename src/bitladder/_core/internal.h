@@ -108,13 +108,18 @@ typedef struct { const uint8_t *p, *end; uint64_t acc; int n; const uint8_t *sta
 
 static inline void bitw_put(bl_bitw *w, uint64_t v, int bits) {     /* bits <= 32 */
     w->acc |= v << w->n; w->n += bits;
-    while (w->n >= 8) {
-        if (w->p == w->end) { w->overflow = 1; return; }
-        *w->p++ = (uint8_t)w->acc; w->acc >>= 8; w->n -= 8;
-    }
+    if (w->n < 32) return;
+    if (w->end - w->p < 8) { w->overflow = 1; return; }              /* whole bytes out, 8 at a time */
+    memcpy(w->p, &w->acc, 8);
+    w->p += w->n >> 3;
+    w->acc = (w->n & 56) == 64 ? 0 : w->acc >> (w->n & 56);
+    w->n &= 7;
 }
 static inline void bitw_flush(bl_bitw *w) {
-    if (w->n > 0) { if (w->p == w->end) w->overflow = 1; else *w->p++ = (uint8_t)w->acc; }
+    while (w->n > 0) {
+        if (w->p == w->end) { w->overflow = 1; break; }
+        *w->p++ = (uint8_t)w->acc; w->acc >>= 8; w->n -= 8;
+    }
     w->acc = 0; w->n = 0;
 }
 /* The reader's buffer has readable zero padding past `end` (the decoder reads from a padded copy and checks where
@@ -172,6 +177,7 @@ static inline uint64_t tb_get(bl_bitr *r, uint64_t n) {
 
 typedef struct {                    /* an encoder's table for one context */
     uint16_t freq[RANS_MAX_ALPHABET], cum[RANS_MAX_ALPHABET + 1];
+    double inverse[RANS_MAX_ALPHABET];
     uint16_t alphabet;
     uint8_t present;
 } rans_table;
