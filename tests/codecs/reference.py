@@ -1,4 +1,4 @@
-"""A numpy model of what the decoder holds at each step, written from docs/FORMAT.md ("Cells") and bl.h alone.
+"""A numpy model of what the decoder holds at each step, written from the rules in bl.h and codecs.c's comments.
 
 It shares no code with the C core, so a test that compares the two checks the core against the spec: int codes
 count the thresholds (j - 1/2) * s (binary32 products) below |u|, coarser rungs take (|k| + (f - 1) / 2) // f capped
@@ -9,7 +9,6 @@ cell) hold the source patterns from the first rung on, a 16-bit rung holds the s
 from __future__ import annotations
 
 import functools
-
 from typing import Any
 
 import numpy as np

@@ -48,39 +48,42 @@ static void normalize(const uint64_t *count, int alphabet, uint16_t *freq) {
 }
 
 int rans_encode(const uint8_t *ctx, const uint8_t *sym, size_t n, const uint16_t *alphabet, bl_out *out) {
-    uint64_t (*count)[RANS_MAX_ALPHABET] = calloc(RANS_CONTEXTS, sizeof *count);
-    rans_table *tab = calloc(RANS_CONTEXTS, sizeof *tab);
+    /* Tables only for the contexts the symbols use (a block uses a handful of the 256). */
+    int16_t slot_of[RANS_CONTEXTS];
+    int contexts = 0;
+    memset(slot_of, 0xFF, sizeof slot_of);
+    for (size_t i = 0; i < n; i++) if (slot_of[ctx[i]] < 0) slot_of[ctx[i]] = (int16_t)contexts++;
+    uint64_t (*count)[RANS_MAX_ALPHABET] = calloc((size_t)contexts + 1, sizeof *count);
+    rans_table *used_tab = calloc((size_t)contexts + 1, sizeof *used_tab);
+    rans_table *tab[RANS_CONTEXTS] = {0};
     uint16_t *words = malloc((n + 2 * RANS_LANES) * sizeof *words);
     int rc = BL_E_NOMEM;
-    if (!count || !tab || !words) goto done;
-    for (size_t i = 0; i < n; i++) count[ctx[i]][sym[i]]++;
-    int contexts = 0;
+    if (!count || !used_tab || !words) goto done;
+    for (size_t i = 0; i < n; i++) count[slot_of[ctx[i]]][sym[i]]++;
     for (int c = 0; c < RANS_CONTEXTS; c++) {
-        int used = 0;
-        for (int s = 0; s < alphabet[c]; s++) used += count[c][s] != 0;
-        if (!used) continue;
-        contexts++;
-        tab[c].present = 1; tab[c].alphabet = alphabet[c];
-        normalize(count[c], alphabet[c], tab[c].freq);
-        tab[c].cum[0] = 0;
+        if (slot_of[c] < 0) continue;
+        rans_table *t = tab[c] = &used_tab[slot_of[c]];
+        t->alphabet = alphabet[c];
+        normalize(count[slot_of[c]], alphabet[c], t->freq);
+        t->cum[0] = 0;
         for (int s = 0; s < alphabet[c]; s++) {
-            tab[c].cum[s + 1] = (uint16_t)(tab[c].cum[s] + tab[c].freq[s]);
-            tab[c].inverse[s] = tab[c].freq[s] ? 1.0 / tab[c].freq[s] : 0.0;
+            t->cum[s + 1] = (uint16_t)(t->cum[s] + t->freq[s]);
+            t->inverse[s] = t->freq[s] ? 1.0 / t->freq[s] : 0.0;
         }
     }
     uint8_t head = (uint8_t)contexts;
     if ((rc = out_put(out, &head, 1))) goto done;
     for (int c = 0; c < RANS_CONTEXTS; c++) {
-        if (!tab[c].present) continue;
+        const rans_table *t = tab[c];
+        if (!t) continue;
         int used = 0;
-        for (int s = 0; s < tab[c].alphabet; s++) used += tab[c].freq[s] != 0;
-        uint8_t h[5] = {(uint8_t)c, (uint8_t)tab[c].alphabet, (uint8_t)(tab[c].alphabet >> 8), (uint8_t)used,
-                        (uint8_t)(used >> 8)};
+        for (int s = 0; s < t->alphabet; s++) used += t->freq[s] != 0;
+        uint8_t h[5] = {(uint8_t)c, (uint8_t)t->alphabet, (uint8_t)(t->alphabet >> 8), (uint8_t)used, (uint8_t)(used >> 8)};
         if ((rc = out_put(out, h, 5))) goto done;
         int last = -1;
-        for (int s = 0; s < tab[c].alphabet; s++) {
-            if (!tab[c].freq[s]) continue;
-            if ((rc = put_varint(out, (uint32_t)(s - last - 1))) || (rc = put_varint(out, tab[c].freq[s] - 1u))) goto done;
+        for (int s = 0; s < t->alphabet; s++) {
+            if (!t->freq[s]) continue;
+            if ((rc = put_varint(out, (uint32_t)(s - last - 1))) || (rc = put_varint(out, t->freq[s] - 1u))) goto done;
             last = s;
         }
     }
@@ -88,7 +91,7 @@ int rans_encode(const uint8_t *ctx, const uint8_t *sym, size_t n, const uint16_t
     for (int l = 0; l < RANS_LANES; l++) x[l] = RANS_L;
     uint16_t *w = words + n + 2 * RANS_LANES;
     for (size_t j = n; j-- > 0;) {
-        const rans_table *t = &tab[ctx[j]];
+        const rans_table *t = tab[ctx[j]];
         uint32_t f = t->freq[sym[j]], c = t->cum[sym[j]];
         uint32_t *s = &x[j % RANS_LANES];
         if ((uint64_t)*s >= (uint64_t)f << (32 - RANS_PROB_BITS)) { *--w = (uint16_t)*s; *s >>= 16; }
@@ -107,7 +110,7 @@ int rans_encode(const uint8_t *ctx, const uint8_t *sym, size_t n, const uint16_t
     }
     rc = BL_OK;
 done:
-    free(count); free(tab); free(words);
+    free(count); free(used_tab); free(words);
     return rc;
 }
 

@@ -109,7 +109,7 @@ typedef struct { const uint8_t *p, *end; uint64_t acc; int n; const uint8_t *sta
 static inline void bitw_put(bl_bitw *w, uint64_t v, int bits) {     /* bits <= 32 */
     w->acc |= v << w->n; w->n += bits;
     if (w->n < 32) return;
-    if (w->end - w->p < 8) { w->overflow = 1; return; }              /* whole bytes out, 8 at a time */
+    if (w->end - w->p < 8) { w->overflow = 1; w->acc = 0; w->n = 0; return; }   /* 8 bytes at a time */
     memcpy(w->p, &w->acc, 8);
     w->p += w->n >> 3;
     w->acc = (w->n & 56) == 64 ? 0 : w->acc >> (w->n & 56);
@@ -179,7 +179,6 @@ typedef struct {                    /* an encoder's table for one context */
     uint16_t freq[RANS_MAX_ALPHABET], cum[RANS_MAX_ALPHABET + 1];
     double inverse[RANS_MAX_ALPHABET];
     uint16_t alphabet;
-    uint8_t present;
 } rans_table;
 
 /* A decoder's tables: per context, slot -> (freq-1) << 20 | (slot - cum) << 8 | symbol; NULL when absent. */

@@ -129,17 +129,18 @@ class TensorState:
                                     f"not ready for step {step_index}")
         step = self.plan.steps[step_index]
         block = self.plan.block(block_index)
-        view = self.data[block.begin:block.begin + block.count]
         if step.codec is Codec.PLANES:
-            view[:] = _decode_planes(payload, self.plan.spec.storage, block.count)
+            decoded = _decode_planes(payload, self.plan.spec.storage, block.count)
         else:
-            self._decode(step, block, payload, view)
+            decoded = self._decode(step, block, payload)
+        # Only now, the chunk decoded whole, is the tensor touched (and, at its first block, allocated).
+        self.data[block.begin:block.begin + block.count] = decoded
         self.block_steps[block_index] = step_index
 
-    def _decode(self, step: Step, block: native.Block, payload: memoryview, view: NDArray[Any]) -> None:
-        """Decode into scratch memory, copied into the block only once the chunk decoded whole."""
+    def _decode(self, step: Step, block: native.Block, payload: memoryview) -> NDArray[Any]:
+        """Decode into scratch memory (this thread's), which `apply` copies into the block."""
         kind, a, c = _payload_args(step)
-        out = _scratch(block.count, view.dtype)
+        out = _scratch(block.count, self.plan.spec.storage)
         if kind == "int":
             rows = np.zeros(block.rows, np.uint16)
             native.decode(kind, block, payload, rows, None, out, a, c)
@@ -151,8 +152,9 @@ class TensorState:
         elif kind == "half":
             native.decode(kind, block, payload, None, None, out, a, c)
         else:  # a refinement: the block's values (and the scales) exist, its earlier step decoded
-            native.decode(kind, block, payload, self.scales, view, out, a, c)
-        view[:] = out
+            held = self.data[block.begin:block.begin + block.count]
+            native.decode(kind, block, payload, self.scales, held, out, a, c)
+        return out
 
     def bits(self) -> NDArray[Any]:
         """The tensor as it stands, flat, in the storage dtype (for floats: the bit view)."""
