@@ -236,7 +236,12 @@ def _get(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
     return value
 
 
+_ROOT_KEYS: Final = frozenset({"format", "version", "digest", "model", "source", "ladder", "schedule", "tensors", "chunks"})
+
+
 def _parse_manifest(data: Any) -> Manifest:
+    if isinstance(data, dict) and set(data) - _ROOT_KEYS:
+        raise _fail("root", f"unknown keys {reprlib.repr(sorted(set(data) - _ROOT_KEYS))}")
     if _get(data, "format", str, "root") != "bitladder":
         raise _fail("root", "format is not 'bitladder'")
     if _get(data, "version", int, "root") != VERSION:
