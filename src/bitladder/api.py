@@ -13,7 +13,7 @@ from .codecs.entropy import DEFAULT_LEVEL
 from .codecs.ladder import DEFAULT_LADDER, DEFAULT_MIN_SIZE, Ladder
 from .codecs.blocks import encode_tensor
 from .delivery.client import Download
-from .format.reader import Package
+from .format.reader import Package, StreamDecoder
 from .format.spec import Manifest
 from .format.writer import PackageWriter, Priorities
 from .sources import SourceModel, from_arrays, load_source
@@ -73,8 +73,11 @@ def encode(
         raise
 
 
-def open(source: str | os.PathLike[str] | bytes | bytearray | memoryview) -> Package | Download:  # noqa: A001
+def open(source: str | os.PathLike[str] | bytes | bytearray | memoryview,  # noqa: A001
+         max_bytes: int | None = None) -> Package | Download:
     """Open a package from a path or bytes (random access), or from an http(s) URL (a resuming stream).
+
+    `max_bytes` refuses a package whose tensors would take more memory than that (a `ManifestError`).
 
     >>> package = bitladder.open("model.blad")                       # doctest: +SKIP
     >>> tensors = package.decode(rung=0)                              # doctest: +SKIP
@@ -83,5 +86,5 @@ def open(source: str | os.PathLike[str] | bytes | bytearray | memoryview) -> Pac
     ...     print(update.name, download.decoder.rung)
     """
     if isinstance(source, str) and source.startswith(("http://", "https://")):
-        return Download(source)
-    return Package.open(source)
+        return Download(source, sink=StreamDecoder(max_bytes=max_bytes))
+    return Package.open(source, max_bytes)

@@ -232,3 +232,12 @@ def test_feed_returns_the_updates_before_a_failure(tiny_package):
         fed.raise_for_error()
     with pytest.raises(ChunkIntegrityError, match="chunk 2"):
         decoder.close()
+
+
+def test_max_bytes_refuses_a_package_too_large_for_the_caller(tiny_package):
+    declared = sum(a.nbytes for a in tiny_arrays().values())
+    with pytest.raises(ManifestError, match="max_bytes"):
+        bitladder.open(tiny_package, max_bytes=declared - 1)
+    fed = StreamDecoder(max_bytes=declared - 1).feed(tiny_package)
+    assert isinstance(fed.error, ManifestError) and fed.updates == ()
+    assert bitladder.open(tiny_package, max_bytes=declared).decode()["layer.weight"].shape == (8, 12)

@@ -73,8 +73,9 @@ class Framer:
     4
     """
 
-    def __init__(self, *, keep_payload: bool = True) -> None:
+    def __init__(self, *, keep_payload: bool = True, max_bytes: int | None = None) -> None:
         self._keep = keep_payload
+        self._max_bytes = max_bytes
         self._head = bytearray()          # header and manifest bytes, until the manifest verifies
         self._header: Header | None = None
         self.manifest: Manifest | None = None
@@ -174,7 +175,7 @@ class Framer:
         if len(self._head) < end:
             return view
         with memoryview(self._head) as head:
-            self.manifest = Manifest.decode(self._header, head[HEADER_SIZE:])
+            self.manifest = Manifest.decode(self._header, head[HEADER_SIZE:], self._max_bytes)
         self._head = bytearray()
         self._position = end
         return view

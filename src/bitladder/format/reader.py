@@ -70,8 +70,9 @@ class StreamDecoder(Framed):
     ...         resume_at = decoder.rewind()       # fetch again from there
     """
 
-    def __init__(self) -> None:
-        self._framer = Framer()
+    def __init__(self, *, max_bytes: int | None = None) -> None:
+        """`max_bytes` refuses (`ManifestError`) a package whose tensors would take more memory than that."""
+        self._framer = Framer(max_bytes=max_bytes)
         self._states: list[TensorState | None] = []
         self._released: set[int] = set()
         self._reached: list[int] = []
@@ -186,7 +187,7 @@ class Package:
     ['int8', 'exact']
     """
 
-    def __init__(self, data: bytes | memoryview | mmap.mmap, name: str = "<bytes>") -> None:
+    def __init__(self, data: bytes | memoryview | mmap.mmap, name: str = "<bytes>", max_bytes: int | None = None) -> None:
         self._data = data
         self.name = name
         view = memoryview(data)
@@ -194,7 +195,7 @@ class Package:
         end = HEADER_SIZE + header.manifest_length
         if len(view) < end:
             raise TruncatedError(f"{name}: {len(view)} bytes end inside the manifest (needs {end})")
-        self.manifest = Manifest.decode(header, view[HEADER_SIZE:end])
+        self.manifest = Manifest.decode(header, view[HEADER_SIZE:end], max_bytes)
         self.data_start = end
         expected = end + self.manifest.data_length
         if len(view) != expected:
@@ -202,17 +203,18 @@ class Package:
             raise kind(f"{name}: {len(view)} bytes, but header and manifest describe {expected}")
 
     @classmethod
-    def open(cls, source: str | os.PathLike[str] | bytes | bytearray | memoryview) -> Package:
-        """Open a package from a path (memory-mapped) or from bytes."""
+    def open(cls, source: str | os.PathLike[str] | bytes | bytearray | memoryview,
+             max_bytes: int | None = None) -> Package:
+        """Open a package from a path (memory-mapped) or from bytes; `max_bytes` as for `StreamDecoder`."""
         if isinstance(source, (bytes, bytearray, memoryview)):
-            return cls(memoryview(source))
+            return cls(memoryview(source), max_bytes=max_bytes)
         path = Path(source)
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             if size == 0:
                 raise TruncatedError(f"{path}: empty file")
             mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-        return cls(mapped, str(path))
+        return cls(mapped, str(path), max_bytes)
 
     def chunk_bytes(self, index: int) -> memoryview:
         entry = self.manifest.chunks[index]

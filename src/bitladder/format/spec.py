@@ -207,16 +207,26 @@ class Manifest:
             raise ManifestError(f"manifest of {len(body)} bytes exceeds {MAX_MANIFEST_SIZE}")
         return Header(len(body), manifest_digest(body)).pack() + body
 
+    @property
+    def tensor_bytes(self) -> int:
+        """Bytes the tensors take in their source dtypes: what a decoder holding them all allocates."""
+        return sum(spec.nbytes for spec in self.tensors)
+
     @classmethod
-    def decode(cls, header: Header, body: bytes | memoryview) -> Manifest:
-        """Check the manifest bytes against the header digest, parse and validate them."""
+    def decode(cls, header: Header, body: bytes | memoryview, max_bytes: int | None = None) -> Manifest:
+        """Check the manifest bytes against the header digest, parse and validate them; with `max_bytes`, refuse a
+        manifest whose tensors would take more than that."""
         if manifest_digest(body) != header.manifest_digest:
             raise ManifestError(f"manifest bytes at offsets {HEADER_SIZE}-{HEADER_SIZE + len(body)} fail their digest")
         try:
             data = json.loads(bytes(body).decode("utf-8"), parse_constant=_no_constant)
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: JSON errors, huge integers
             raise ManifestError(f"manifest is not UTF-8 JSON within limits: {reprlib.repr(str(exc))}") from exc
-        return _parse_manifest(data)
+        manifest = _parse_manifest(data)
+        if max_bytes is not None and manifest.tensor_bytes > max_bytes:
+            raise ManifestError(f"manifest declares {manifest.tensor_bytes} bytes of tensors, more than the "
+                                f"limit max_bytes={max_bytes}")
+        return manifest
 
 
 def _no_constant(name: str) -> Any:
