@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from .codecs.blocks import encode_tensor
 from .codecs.entropy import DEFAULT_LEVEL
 from .codecs.ladder import DEFAULT_LADDER, DEFAULT_MIN_SIZE, Ladder
-from .codecs.blocks import encode_tensor
 from .delivery.client import Download
 from .format.reader import Package, StreamDecoder
 from .format.spec import Manifest

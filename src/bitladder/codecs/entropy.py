@@ -8,6 +8,7 @@ bytes of small residuals shrink to almost nothing while the noisy low bytes pass
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import numpy as np
 import zstandard
@@ -78,7 +79,7 @@ def pack_planes(values: NDArray[np.generic], level: int = DEFAULT_LEVEL) -> list
     return [compress(np.ascontiguousarray(as_bytes[:, i]), level) for i in range(width)]
 
 
-def unpack_planes(frames: list[bytes | memoryview], dtype: np.dtype[np.generic], count: int) -> NDArray[np.generic]:
+def unpack_planes(frames: Sequence[bytes | memoryview], dtype: np.dtype[np.generic], count: int) -> NDArray[np.generic]:
     """Inverse of `pack_planes`: `count` items of `dtype` from its byte-plane frames."""
     width = dtype.itemsize
     if len(frames) != width:
