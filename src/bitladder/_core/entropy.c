@@ -47,19 +47,21 @@ static void normalize(const uint64_t *count, int alphabet, uint16_t *freq) {
     }
 }
 
-int rans_encode(const uint8_t *ctx, const uint8_t *sym, size_t n, const uint16_t *alphabet, bl_out *out) {
+int rans_encode(const uint8_t *ctx, const uint8_t *sym, size_t n, const uint16_t *alphabet, const uint16_t *uniform,
+                bl_out *out) {
     /* Tables only for the contexts the symbols use (a block uses a handful of the 256). */
     int16_t slot_of[RANS_CONTEXTS];
     int contexts = 0;
     memset(slot_of, 0xFF, sizeof slot_of);
-    for (size_t i = 0; i < n; i++) if (slot_of[ctx[i]] < 0) slot_of[ctx[i]] = (int16_t)contexts++;
+    for (size_t i = 0; i < n; i++)
+        if (slot_of[ctx[i]] < 0 && ctx[i] != RANS_UNIFORM) slot_of[ctx[i]] = (int16_t)contexts++;
     uint64_t (*count)[RANS_MAX_ALPHABET] = calloc((size_t)contexts + 1, sizeof *count);
     rans_table *used_tab = calloc((size_t)contexts + 1, sizeof *used_tab);
     rans_table *tab[RANS_CONTEXTS] = {0};
     uint16_t *words = malloc((n + 2 * RANS_LANES) * sizeof *words);
     int rc = BL_E_NOMEM;
     if (!count || !used_tab || !words) goto done;
-    for (size_t i = 0; i < n; i++) count[slot_of[ctx[i]]][sym[i]]++;
+    for (size_t i = 0; i < n; i++) if (ctx[i] != RANS_UNIFORM) count[slot_of[ctx[i]]][sym[i]]++;
     for (int c = 0; c < RANS_CONTEXTS; c++) {
         if (slot_of[c] < 0) continue;
         rans_table *t = tab[c] = &used_tab[slot_of[c]];
@@ -91,12 +93,20 @@ int rans_encode(const uint8_t *ctx, const uint8_t *sym, size_t n, const uint16_t
     for (int l = 0; l < RANS_LANES; l++) x[l] = RANS_L;
     uint16_t *w = words + n + 2 * RANS_LANES;
     for (size_t j = n; j-- > 0;) {
+        uint32_t f, c, q, *s = &x[j % RANS_LANES];
+        if (ctx[j] == RANS_UNIFORM) {                 /* a uniform symbol of uniform[j] values: no table */
+            c = uniform_cum(sym[j], uniform[j]);
+            f = uniform_cum(sym[j] + 1u, uniform[j]) - c;
+            if ((uint64_t)*s >= (uint64_t)f << (32 - RANS_PROB_BITS)) { *--w = (uint16_t)*s; *s >>= 16; }
+            q = *s / f;
+            *s = (q << RANS_PROB_BITS) + (*s - q * f) + c;
+            continue;
+        }
         const rans_table *t = tab[ctx[j]];
-        uint32_t f = t->freq[sym[j]], c = t->cum[sym[j]];
-        uint32_t *s = &x[j % RANS_LANES];
+        f = t->freq[sym[j]]; c = t->cum[sym[j]];
         if ((uint64_t)*s >= (uint64_t)f << (32 - RANS_PROB_BITS)) { *--w = (uint16_t)*s; *s >>= 16; }
         /* x / f by a double reciprocal, corrected to the exact quotient (a hardware divide per symbol is slow). */
-        uint32_t q = (uint32_t)((double)*s * t->inverse[sym[j]]);
+        q = (uint32_t)((double)*s * t->inverse[sym[j]]);
         q -= (uint64_t)q * f > *s;
         q += (uint64_t)(q + 1) * f <= *s;
         *s = (q << RANS_PROB_BITS) + (*s - q * f) + c;

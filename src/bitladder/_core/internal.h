@@ -112,7 +112,7 @@ static inline void bitw_put(bl_bitw *w, uint64_t v, int bits) {     /* bits <= 3
     if (w->end - w->p < 8) { w->overflow = 1; w->acc = 0; w->n = 0; return; }   /* 8 bytes at a time */
     memcpy(w->p, &w->acc, 8);
     w->p += w->n >> 3;
-    w->acc = (w->n & 56) == 64 ? 0 : w->acc >> (w->n & 56);
+    w->acc >>= w->n & 56;                                             /* n >= 32: a shift of 32..56 */
     w->n &= 7;
 }
 static inline void bitw_flush(bl_bitw *w) {

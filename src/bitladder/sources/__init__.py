@@ -18,7 +18,7 @@ from .torchfile import load_torch_source
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 
 _NUMPY_DTYPES = {
-    "float32": "F32", "float16": "F16", "float64": "F64", "int64": "I64", "int32": "I32", "int16": "I16",
+    "float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64", "int64": "I64", "int32": "I32", "int16": "I16",
     "int8": "I8", "uint8": "U8", "uint16": "U16", "uint32": "U32", "uint64": "U64", "bool": "BOOL",
 }
 
@@ -41,7 +41,7 @@ def load_source(path: str | os.PathLike[str]) -> SourceModel:
 
 
 def from_arrays(arrays: Mapping[str, NDArray[np.generic]], metadata: Mapping[str, str] | None = None) -> SourceModel:
-    """A model from numpy arrays (bfloat16 is not a numpy dtype: pass such tensors as files)."""
+    """A model from numpy arrays (bfloat16 as `ml_dtypes.bfloat16` arrays)."""
     tensors = {}
     for name, array in arrays.items():
         dtype = _NUMPY_DTYPES.get(str(array.dtype))
