@@ -309,7 +309,13 @@ done:
 
 /* ---- int-int: a finer int rung ----------------------------------------------------------------------- */
 
-typedef struct { int32_t coarse, fine, top_c, top_f; uint16_t alphabet; } int_pair;
+/* A pair of int rungs, with every finest code's coarse code, its fine code and the fine codes its coarse cell spans
+ * tabulated (indexed by k + 127), so that the per-element work is lookups, not divisions. */
+typedef struct {
+    int32_t coarse, fine, top_c, top_f;
+    uint16_t alphabet;
+    int16_t jc[255], jf[255], first[255], count[255];
+} int_pair;
 
 static int make_pair(const bl_block *b, int coarse, int fine, int_pair *p) {
     if (check_factor(b, coarse) || check_factor(b, fine) || coarse <= fine || coarse % fine || !((coarse / fine) & 1))
@@ -325,16 +331,22 @@ static int make_pair(const bl_block *b, int coarse, int fine, int_pair *p) {
     }
     if (widest > RANS_MAX_ALPHABET) return BL_E_ARGUMENT;
     p->alphabet = (uint16_t)widest;
+    for (int32_t k = -b->max_code; k <= b->max_code; k++) {
+        int32_t c = coarse_code(k, coarse, p->top_c), a = c < 0 ? -c : c, kmin, kmax;
+        coarse_range(a, coarse, p->top_c, b->max_code, &kmin, &kmax);
+        int32_t first = coarse_code(kmin, fine, p->top_f);
+        p->jc[k + 127] = (int16_t)c;
+        p->jf[k + 127] = (int16_t)coarse_code(k, fine, p->top_f);
+        p->first[k + 127] = (int16_t)first;
+        p->count[k + 127] = (int16_t)(coarse_code(kmax, fine, p->top_f) - first + 1);
+    }
     return BL_OK;
 }
 
 /* The finer code's index inside the coarse cell of finest code k (mirrored for negative cells). */
 static void pair_index(const int_pair *p, int32_t max_code, int32_t k, int32_t *jc, int32_t *first, int32_t *count) {
-    int32_t c = coarse_code(k, p->coarse, p->top_c), a = c < 0 ? -c : c, kmin, kmax;
-    coarse_range(a, p->coarse, p->top_c, max_code, &kmin, &kmax);
-    *jc = c;
-    *first = coarse_code(kmin, p->fine, p->top_f);
-    *count = coarse_code(kmax, p->fine, p->top_f) - *first + 1;
+    (void)max_code;
+    *jc = p->jc[k + 127]; *first = p->first[k + 127]; *count = p->count[k + 127];
 }
 
 int64_t bl_intint_encode(const bl_block *b, int coarse, int fine, const void *src, const uint16_t *scales,
@@ -353,7 +365,7 @@ int64_t bl_intint_encode(const bl_block *b, int coarse, int fine, const void *sr
     if ((rc = block_codes(b, src, scales + row0, codes))) goto done;
     for (uint64_t i = 0; i < b->count; i++) {
         if (codes[i] == BL_ESC) continue;
-        int32_t jc, first, count, jf = coarse_code(codes[i], fine, p.top_f);
+        int32_t jc, first, count, jf = p.jf[codes[i] + 127];
         pair_index(&p, b->max_code, codes[i], &jc, &first, &count);
         int32_t index = (jc < 0 ? -jf : jf) - first;
         if (index < 0 || index >= count) { rc = BL_E_ARGUMENT; goto done; }
@@ -450,8 +462,8 @@ static void tile_cells(const bl_block *b, const refine_kind *r, const void *vals
     uint32_t lo[BL_TILE], hi[BL_TILE];
     uint32_t sign_t = sign_bit(r->target);
     const bl_kernels *k = bl_kernels_now();
-    if (r->kind == BL_INT_TO_EXACT && b->dtype == BL_F32) {      /* the common case, fused (and SIMD) */
-        k->cells_f32(vals, n, s, b->max_code, tz, flag, first, count, sign);
+    if (r->kind == BL_INT_TO_EXACT && b->dtype != BL_F16) {      /* the common cases, fused (and SIMD) */
+        k->cells_f32(vals, n, b->dtype == BL_BF16, s, b->max_code, tz, flag, first, count, sign);
         return;
     }
     if (r->kind != BL_HALF_TO_EXACT) {

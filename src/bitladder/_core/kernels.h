@@ -8,7 +8,7 @@ typedef struct {
     void (*codes)(const void *vals, size_t n, int dtype, int inner, float s, int max_code, int32_t *codes);
     void (*cells)(const int32_t *codes, size_t n, float s, int t, uint32_t *lo, uint32_t *hi);
     void (*recon)(const int32_t *codes, size_t n, float s, int32_t factor, int dtype, void *out);
-    void (*cells_f32)(const uint32_t *vals, size_t n, float s, int max_code, int tz,
+    void (*cells_f32)(const void *vals, size_t n, int bf16, float s, int max_code, int tz,
                       uint32_t *flag, uint32_t *first, uint32_t *count, uint32_t *sign);
     void (*tb)(bl_bitr *r, const uint32_t *count, size_t n, uint32_t *index);
     uint32_t (*compose_f32)(const uint32_t *flag, const uint32_t *first, const uint32_t *count, const uint32_t *index,
@@ -21,7 +21,7 @@ typedef struct {
     void codes_tile_##p(const void *, size_t, int, int, float, int, int32_t *); \
     void cells_tile_##p(const int32_t *, size_t, float, int, uint32_t *, uint32_t *); \
     void recon_tile_##p(const int32_t *, size_t, float, int32_t, int, void *); \
-    void cells_f32_##p(const uint32_t *, size_t, float, int, int, uint32_t *, uint32_t *, uint32_t *, uint32_t *); \
+    void cells_f32_##p(const void *, size_t, int, float, int, int, uint32_t *, uint32_t *, uint32_t *, uint32_t *); \
     void tb_tile_##p(bl_bitr *, const uint32_t *, size_t, uint32_t *); \
     uint32_t compose_f32_##p(const uint32_t *, const uint32_t *, const uint32_t *, const uint32_t *, const uint32_t *, \
                              int, const uint32_t *, size_t, uint32_t *);

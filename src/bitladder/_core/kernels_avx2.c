@@ -8,7 +8,7 @@
 #define K_SIMD_CELLS_F32
 #include "kernels.inc"
 
-void cells_f32_avx2(const uint32_t *vals, size_t n, float s, int max_code, int tz,
+void cells_f32_avx2(const void *vals, size_t n, int bf16, float s, int max_code, int tz,
                     uint32_t *flag, uint32_t *first, uint32_t *count, uint32_t *sign) {
     const __m256 vs = _mm256_set1_ps(s), half = _mm256_set1_ps(0.5f), big = _mm256_set1_ps(0x1p23f);
     const __m256 limit = _mm256_set1_ps(256.0f);
@@ -16,9 +16,11 @@ void cells_f32_avx2(const uint32_t *vals, size_t n, float s, int max_code, int t
     const __m256i top = _mm256_set1_epi32(max_code), round_up = _mm256_set1_epi32((int)((1u << tz) - 1));
     const __m256i sign_bit = _mm256_set1_epi32((int)0x80000000u), two = _mm256_set1_epi32(2);
     const __m128i shift = _mm_cvtsi32_si128(tz);
+    const __m256i ceil16 = _mm256_set1_epi32(0xFFFF);
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        __m256i v = _mm256_loadu_si256((const __m256i *)(vals + i));
+        __m256i v = bf16 ? _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)vals + i))), 16)
+                         : _mm256_loadu_si256((const __m256i *)((const uint32_t *)vals + i));
         __m256 a = _mm256_castsi256_ps(_mm256_and_si256(v, magnitude));
         __m256 q = _mm256_div_ps(a, vs);
         __m256i inside = _mm256_castps_si256(_mm256_cmp_ps(q, limit, _CMP_LT_OQ));
@@ -33,6 +35,10 @@ void cells_f32_avx2(const uint32_t *vals, size_t n, float s, int max_code, int t
         __m256 kk = _mm256_cvtepi32_ps(k);
         __m256i lo = _mm256_andnot_si256(is_k0, _mm256_castps_si256(_mm256_mul_ps(_mm256_sub_ps(kk, half), vs)));
         __m256i hi = _mm256_castps_si256(_mm256_mul_ps(_mm256_add_ps(kk, half), vs));
+        if (bf16) {                                                      /* the bf16 patterns of the cell */
+            lo = _mm256_srli_epi32(_mm256_add_epi32(lo, ceil16), 16);
+            hi = _mm256_srli_epi32(_mm256_add_epi32(hi, ceil16), 16);
+        }
         __m256i fl = _mm256_srl_epi32(_mm256_add_epi32(lo, round_up), shift);
         __m256i la = _mm256_srl_epi32(_mm256_add_epi32(hi, round_up), shift);
         __m256i is_zero = _mm256_andnot_si256(escaped, is_k0);
@@ -45,6 +51,7 @@ void cells_f32_avx2(const uint32_t *vals, size_t n, float s, int max_code, int t
         _mm256_storeu_si256((__m256i *)(sign + i), _mm256_and_si256(negative, sign_bit));
         _mm256_storeu_si256((__m256i *)(flag + i), fg);
     }
-    if (i < n) cells_f32_scalar(vals + i, n - i, s, max_code, tz, flag + i, first + i, count + i, sign + i);
+    if (i < n) cells_f32_scalar((const uint8_t *)vals + i * (bf16 ? 2 : 4), n - i, bf16, s, max_code, tz, flag + i, first + i,
+                                count + i, sign + i);
 }
 #endif

@@ -50,7 +50,7 @@ void rans_run_avx512(uint32_t *state, uint64_t *count, const uint8_t **words, co
     *words = wp;
 }
 
-void cells_f32_avx512(const uint32_t *vals, size_t n, float s, int max_code, int tz,
+void cells_f32_avx512(const void *vals, size_t n, int bf16, float s, int max_code, int tz,
                       uint32_t *flag, uint32_t *first, uint32_t *count, uint32_t *sign) {
     const __m512 vs = _mm512_set1_ps(s), half = _mm512_set1_ps(0.5f), big = _mm512_set1_ps(0x1p23f);
     const __m512 limit = _mm512_set1_ps(256.0f);
@@ -58,9 +58,11 @@ void cells_f32_avx512(const uint32_t *vals, size_t n, float s, int max_code, int
     const __m512i top = _mm512_set1_epi32(max_code), round_up = _mm512_set1_epi32((int)((1u << tz) - 1));
     const __m512i sign_bit = _mm512_set1_epi32((int)0x80000000u), two = _mm512_set1_epi32(2);
     const __m128i shift = _mm_cvtsi32_si128(tz);
+    const __m512i ceil16 = _mm512_set1_epi32(0xFFFF);
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        __m512i v = _mm512_loadu_si512(vals + i);
+        __m512i v = bf16 ? _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)vals + i))), 16)
+                         : _mm512_loadu_si512((const uint32_t *)vals + i);
         __m512 a = _mm512_castsi512_ps(_mm512_and_si512(v, magnitude));
         __m512 q = _mm512_div_ps(a, vs);
         __mmask16 inside = _mm512_cmp_ps_mask(q, limit, _CMP_LT_OQ);
@@ -76,6 +78,10 @@ void cells_f32_avx512(const uint32_t *vals, size_t n, float s, int max_code, int
         __m512 kk = _mm512_cvtepi32_ps(k);
         __m512i lo = _mm512_maskz_mov_epi32(nonzero, _mm512_castps_si512(_mm512_mul_ps(_mm512_sub_ps(kk, half), vs)));
         __m512i hi = _mm512_castps_si512(_mm512_mul_ps(_mm512_add_ps(kk, half), vs));
+        if (bf16) {                                                      /* the bf16 patterns of the cell */
+            lo = _mm512_srli_epi32(_mm512_add_epi32(lo, ceil16), 16);
+            hi = _mm512_srli_epi32(_mm512_add_epi32(hi, ceil16), 16);
+        }
         __m512i fl = _mm512_srl_epi32(_mm512_add_epi32(lo, round_up), shift);
         __m512i la = _mm512_srl_epi32(_mm512_add_epi32(hi, round_up), shift);
         __mmask16 is_zero = (__mmask16)(~escaped & ~nonzero);
@@ -89,6 +95,7 @@ void cells_f32_avx512(const uint32_t *vals, size_t n, float s, int max_code, int
         _mm512_storeu_si512(count + i, c);
         _mm512_storeu_si512(sign + i, _mm512_maskz_mov_epi32(negative, sign_bit));
     }
-    if (i < n) cells_f32_scalar(vals + i, n - i, s, max_code, tz, flag + i, first + i, count + i, sign + i);
+    if (i < n) cells_f32_scalar((const uint8_t *)vals + i * (bf16 ? 2 : 4), n - i, bf16, s, max_code, tz, flag + i, first + i,
+                                count + i, sign + i);
 }
 #endif
