@@ -633,6 +633,7 @@ int bl_refine_decode(const bl_block *b, int kind, const uint8_t *in, size_t len,
     if ((rc = rans_decode_init(&m, &d, &i, alphabet)) || (rc = open_streams(&i, br, REFINE_STREAMS, &padded))) goto done;
     uint32_t flag[BL_TILE], first[BL_TILE], sign[BL_TILE], count[BL_TILE], index[BL_TILE], wide[BL_TILE];
     uint32_t rcp[RANS_UNIFORM_MAX + 1] = {0};
+    for (uint32_t c = 2; c <= RANS_UNIFORM_MAX; c++) rcp[c] = uniform_rcp(c);
     const bl_kernels *kern = bl_kernels_now();
     int width = width_bits(b->dtype) / 8;
     uint32_t sign_t = sign_bit(r.target);
@@ -652,9 +653,7 @@ int bl_refine_decode(const bl_block *b, int kind, const uint8_t *in, size_t len,
             kern->tb(br, wide, (size_t)n, index);      /* cells of more than 256 patterns: truncated binary */
             for (uint64_t j = 0; j < n; j++) {           /* in order: small cells and zero cells through rANS */
                 if (flag[j] == 0 && count[j] >= 2 && count[j] <= RANS_UNIFORM_MAX) {
-                    uint32_t c = count[j];
-                    if (!rcp[c]) rcp[c] = uniform_rcp(c);
-                    rans_uniform(&d, c, rcp[c], &index[j]);
+                    rans_uniform(&d, count[j], rcp[count[j]], &index[j]);
                     continue;
                 }
                 if (flag[j] != 1) continue;
@@ -673,13 +672,15 @@ int bl_refine_decode(const bl_block *b, int kind, const uint8_t *in, size_t len,
             if (b->dtype == BL_F32 && r.kind != BL_INT_TO_HALF) {
                 empty = kern->compose_f32(flag, first, count, index, sign, tz, (const uint32_t *)(const void *)from, (size_t)n,
                                           (uint32_t *)out + t);
-            } else {
+            } else {                                     /* masks, not branches: signs are coin flips */
                 for (uint64_t j = 0; j < n; j++) {
-                    uint32_t x = flag[j] == 1 ? ((index[j] >> 1) << tz) | (index[j] & 1 ? sign_t : 0)
-                                              : ((first[j] + index[j]) << tz) | (sign[j] ? sign_t : 0);
-                    uint32_t v = flag[j] == 2 ? load_bits(from, j, b->dtype) : r.kind == BL_INT_TO_HALF ? widen(x, r.target) : x;
-                    store_bits(out, t + j, b->dtype, v);
-                    empty |= flag[j] == 0 && count[j] == 0;
+                    uint32_t zero = ((index[j] >> 1) << tz) | (sign_t & (0u - (index[j] & 1)));
+                    uint32_t cell = ((first[j] + index[j]) << tz) | (sign_t & (0u - (uint32_t)(sign[j] != 0)));
+                    uint32_t is_zero = 0u - (uint32_t)(flag[j] == 1), kept = 0u - (uint32_t)(flag[j] == 2);
+                    uint32_t x = (zero & is_zero) | (cell & ~is_zero);
+                    if (r.kind == BL_INT_TO_HALF) x = widen(x, r.target);
+                    store_bits(out, t + j, b->dtype, (load_bits(from, j, b->dtype) & kept) | (x & ~kept));
+                    empty |= (flag[j] == 0) & (count[j] == 0);
                 }
             }
             if (empty) rc = BL_E_CORRUPT;
