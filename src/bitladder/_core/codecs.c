@@ -248,7 +248,7 @@ int64_t bl_int_encode(const bl_block *b, int factor, const void *src, const uint
         for (uint64_t i = g.start; i < g.end; i++)
             if (codes[i] != BL_ESC) { sym[n] = (uint8_t)(coarse_code(codes[i], factor, top) + top); ctx[n++] = (uint8_t)spread; }
     }
-    rc = rans_encode(ctx, sym, n, alphabet, NULL, &o);
+    rc = rans_encode(ctx, sym, n, alphabet, NULL, NULL, &o);
 done:
     free(codes); free(sym); free(ctx);
     return rc ? rc : (int64_t)(o.p - out);
@@ -372,7 +372,7 @@ int64_t bl_intint_encode(const bl_block *b, int coarse, int fine, const void *sr
         sym[n] = (uint8_t)index;
         ctx[n++] = (uint8_t)((jc < 0 ? -jc : jc) < 3 ? (jc < 0 ? -jc : jc) : 3);
     }
-    rc = rans_encode(ctx, sym, n, alphabet, NULL, &o);
+    rc = rans_encode(ctx, sym, n, alphabet, NULL, NULL, &o);
 done:
     free(codes); free(sym); free(ctx);
     return rc ? rc : (int64_t)(o.p - out);
@@ -516,7 +516,7 @@ int64_t bl_refine_encode(const bl_block *b, int kind, const void *src, const uin
     if (rc || (rc = make_refine(b, kind, &r))) return rc;
     uint64_t row0 = b->begin / b->columns, rows = bl_block_rows(b);
     uint8_t *sym = malloc(b->count + rows + 1), *ctx = malloc(b->count + rows + 1);
-    uint16_t *uniform = malloc((b->count + rows + 1) * sizeof *uniform);
+    uint16_t *uniform = malloc((b->count + rows + 1) * sizeof *uniform), *usym = malloc((b->count + rows + 1) * sizeof *usym);
     /* A main stream takes a quarter of the elements at <= 32 bits each, the zero stream any of them at <= 33. */
     size_t lane_cap = 5 * (b->count / MAIN_STREAMS + 1) + 16, zero_cap = 5 * b->count + 16;
     size_t lane_at[REFINE_STREAMS + 1];
@@ -533,7 +533,7 @@ int64_t bl_refine_encode(const bl_block *b, int kind, const void *src, const uin
     size_t n = 0;
     int width = width_bits(b->dtype) / 8;
     uint32_t sign_t = sign_bit(r.target);
-    if (!sym || !ctx || !bits || !uniform) { rc = BL_E_NOMEM; goto done; }
+    if (!sym || !ctx || !bits || !uniform || !usym) { rc = BL_E_NOMEM; goto done; }
     segment g = {0, 0, 0};
     while (!rc && next_segment(b, &g)) {
         float s = 1.0f;
@@ -568,7 +568,7 @@ int64_t bl_refine_encode(const bl_block *b, int kind, const void *src, const uin
                     rc = BL_E_ARGUMENT; break;
                 }
                 if (count[j] >= 2 && count[j] <= RANS_UNIFORM_MAX) {   /* small cells: exact uniform coding */
-                    sym[n] = (uint8_t)(mag - first[j]); ctx[n] = RANS_UNIFORM; uniform[n++] = (uint16_t)count[j];
+                    sym[n] = 0; usym[n] = (uint16_t)(mag - first[j]); ctx[n] = RANS_UNIFORM; uniform[n++] = (uint16_t)count[j];
                 } else {
                     tb_put(&w[j % MAIN_STREAMS], mag - first[j], count[j]);
                 }
@@ -576,11 +576,11 @@ int64_t bl_refine_encode(const bl_block *b, int kind, const void *src, const uin
         }
     }
     for (int l = 0; l < REFINE_STREAMS; l++) { bitw_flush(&w[l]); if (!rc && w[l].overflow) rc = BL_E_CAPACITY; }
-    if (!rc) rc = rans_encode(ctx, sym, n, alphabet, uniform, &o);
+    if (!rc) rc = rans_encode(ctx, sym, n, alphabet, uniform, usym, &o);
     for (int l = 0; !rc && l < REFINE_STREAMS; l++) rc = out_u32(&o, (uint32_t)(w[l].p - (bits + lane_at[l])));
     for (int l = 0; !rc && l < REFINE_STREAMS; l++) rc = out_put(&o, bits + lane_at[l], (size_t)(w[l].p - (bits + lane_at[l])));
 done:
-    free(sym); free(ctx); free(bits); free(uniform);
+    free(sym); free(ctx); free(bits); free(uniform); free(usym);
     return rc ? rc : (int64_t)(o.p - out);
 }
 
@@ -632,8 +632,8 @@ int bl_refine_decode(const bl_block *b, int kind, const uint8_t *in, size_t len,
     bl_bitr br[REFINE_STREAMS];
     if ((rc = rans_decode_init(&m, &d, &i, alphabet)) || (rc = open_streams(&i, br, REFINE_STREAMS, &padded))) goto done;
     uint32_t flag[BL_TILE], first[BL_TILE], sign[BL_TILE], count[BL_TILE], index[BL_TILE], wide[BL_TILE];
-    uint32_t rcp[RANS_UNIFORM_MAX + 1] = {0};
-    for (uint32_t c = 2; c <= RANS_UNIFORM_MAX; c++) rcp[c] = uniform_rcp(c);
+    uint32_t rcp[RANS_UNIFORM_RCP + 1] = {0};
+    for (uint32_t c = 2; c <= RANS_UNIFORM_RCP; c++) rcp[c] = uniform_rcp(c);
     const bl_kernels *kern = bl_kernels_now();
     int width = width_bits(b->dtype) / 8;
     uint32_t sign_t = sign_bit(r.target);
@@ -653,7 +653,7 @@ int bl_refine_decode(const bl_block *b, int kind, const uint8_t *in, size_t len,
             kern->tb(br, wide, (size_t)n, index);      /* cells of more than 256 patterns: truncated binary */
             for (uint64_t j = 0; j < n; j++) {           /* in order: small cells and zero cells through rANS */
                 if (flag[j] == 0 && count[j] >= 2 && count[j] <= RANS_UNIFORM_MAX) {
-                    rans_uniform(&d, count[j], rcp[count[j]], &index[j]);
+                    rans_uniform(&d, count[j], count[j] <= RANS_UNIFORM_RCP ? rcp[count[j]] : 0, &index[j]);
                     continue;
                 }
                 if (flag[j] != 1) continue;
@@ -721,7 +721,7 @@ int64_t bl_half_encode(const bl_block *b, const void *src, uint8_t *out, size_t 
     }
     bitw_flush(&w);
     if (w.overflow) { rc = BL_E_CAPACITY; goto done; }
-    if (!(rc = rans_encode(ctx, sym, n, alphabet, NULL, &o)) && !(rc = out_u32(&o, (uint32_t)(w.p - bits))))
+    if (!(rc = rans_encode(ctx, sym, n, alphabet, NULL, NULL, &o)) && !(rc = out_u32(&o, (uint32_t)(w.p - bits))))
         rc = out_put(&o, bits, (size_t)(w.p - bits));
 done:
     free(codes); free(sym); free(ctx); free(bits);

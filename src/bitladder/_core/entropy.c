@@ -48,7 +48,7 @@ static void normalize(const uint64_t *count, int alphabet, uint16_t *freq) {
 }
 
 int rans_encode(const uint8_t *ctx, const uint8_t *sym, size_t n, const uint16_t *alphabet, const uint16_t *uniform,
-                bl_out *out) {
+                const uint16_t *usym, bl_out *out) {
     /* Tables only for the contexts the symbols use (a block uses a handful of the 256). */
     int16_t slot_of[RANS_CONTEXTS];
     int contexts = 0;
@@ -95,8 +95,8 @@ int rans_encode(const uint8_t *ctx, const uint8_t *sym, size_t n, const uint16_t
     for (size_t j = n; j-- > 0;) {
         uint32_t f, c, q, *s = &x[j % RANS_LANES];
         if (ctx[j] == RANS_UNIFORM) {                 /* a uniform symbol of uniform[j] values: no table */
-            c = uniform_cum(sym[j], uniform[j]);
-            f = uniform_cum(sym[j] + 1u, uniform[j]) - c;
+            c = uniform_cum(usym[j], uniform[j]);
+            f = uniform_cum(usym[j] + 1u, uniform[j]) - c;
             if ((uint64_t)*s >= (uint64_t)f << (32 - RANS_PROB_BITS)) { *--w = (uint16_t)*s; *s >>= 16; }
             q = *s / f;
             *s = (q << RANS_PROB_BITS) + (*s - q * f) + c;
