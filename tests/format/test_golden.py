@@ -20,7 +20,7 @@ GOLDEN_HEADER = bytes.fromhex(
     "0200"                    # format version 2, u16 LE
     "0000"                    # flags 0
     "b803000000000000"        # manifest length 952, u64 LE
-    "683c4f45d4076d0f9726b029dd0f77d65d3545a6a33148b7f9f7df5a4bdaa1e0"  # BLAKE3 of the manifest bytes
+    "e2f9858ffaf9139a33abc817e472dd220bd16f2f39a9715b9aa395a1ca836c57"  # BLAKE3 of the manifest bytes
 )
 
 

@@ -215,6 +215,58 @@ static int block_codes(const bl_block *b, const void *vals, const uint16_t *scal
     return BL_OK;
 }
 
+/* ---- scales: u8 mode, then (mode 0) a u16 per row, or (mode 1) rANS: per row its high byte (context 0), then
+ * its low byte (context 1). The encoder keeps whichever is shorter: a few rows do not pay for two tables. */
+
+static int put_scales(bl_out *o, const uint16_t *scales, uint64_t rows) {
+    uint8_t *sym = malloc(2 * rows + 1), *ctx = malloc(2 * rows + 1);
+    size_t cap = 4 * rows + 2 * 1100 + 64;
+    uint8_t *coded = malloc(cap);
+    uint16_t alphabet[RANS_CONTEXTS] = {256, 256};
+    int rc = BL_E_NOMEM;
+    if (!sym || !ctx || !coded) goto done;
+    for (uint64_t r = 0; r < rows; r++) {
+        sym[2 * r] = (uint8_t)(scales[r] >> 8); ctx[2 * r] = 0;
+        sym[2 * r + 1] = (uint8_t)scales[r]; ctx[2 * r + 1] = 1;
+    }
+    bl_out c = {coded, coded + cap};
+    int entropy = rans_encode(ctx, sym, 2 * rows, alphabet, NULL, NULL, &c) == BL_OK && (uint64_t)(c.p - coded) < 2 * rows;
+    uint8_t mode = (uint8_t)entropy;
+    if ((rc = out_put(o, &mode, 1))) goto done;
+    if (entropy) { rc = out_put(o, coded, (size_t)(c.p - coded)); goto done; }
+    for (uint64_t r = 0; !rc && r < rows; r++) {
+        uint8_t v[2] = {(uint8_t)scales[r], (uint8_t)(scales[r] >> 8)};
+        rc = out_put(o, v, 2);
+    }
+done:
+    free(sym); free(ctx); free(coded);
+    return rc;
+}
+
+static int get_scales(bl_in *in, uint16_t *scales, uint64_t rows) {
+    const uint8_t *mode, *p;
+    int rc = in_take(in, 1, &mode);
+    if (rc) return rc;
+    if (*mode == 0) {
+        if ((rc = in_take(in, 2 * rows, &p))) return rc;
+        for (uint64_t r = 0; r < rows; r++) scales[r] = (uint16_t)(p[2 * r] | p[2 * r + 1] << 8);
+        return BL_OK;
+    }
+    if (*mode != 1) return BL_E_CORRUPT;
+    uint16_t alphabet[RANS_CONTEXTS] = {256, 256};
+    rans_model *m = NULL;
+    rans_dec d;
+    if ((rc = rans_decode_init(&m, &d, in, alphabet))) goto done;
+    for (uint64_t r = 0; !rc && r < rows; r++) {
+        uint32_t high, low;
+        if (!(rc = rans_get(m, &d, 0, &high)) && !(rc = rans_get(m, &d, 1, &low))) scales[r] = (uint16_t)(high << 8 | low);
+    }
+    if (!rc) rc = rans_decode_finish(&d);
+done:
+    rans_model_free(m);
+    return rc;
+}
+
 /* ---- int: the first int rung ------------------------------------------------------------------------- */
 
 int64_t bl_int_encode(const bl_block *b, int factor, const void *src, const uint16_t *scales, uint8_t *out, size_t cap) {
@@ -230,11 +282,9 @@ int64_t bl_int_encode(const bl_block *b, int factor, const void *src, const uint
     alphabet[CTX_SPREAD] = SPREADS;
     size_t n = 0;
     if (!codes || !sym || !ctx) { rc = BL_E_NOMEM; goto done; }
-    for (uint64_t r = 0; !rc && r < rows; r++) {
-        uint8_t s[2] = {(uint8_t)scales[row0 + r], (uint8_t)(scales[row0 + r] >> 8)};
-        rc = out_put(&o, s, 2);
-    }
-    if (rc || (rc = block_codes(b, src, scales + row0, codes)) || (rc = put_escapes(&o, b, src, codes))) goto done;
+    if ((rc = put_scales(&o, scales + row0, rows)) || (rc = block_codes(b, src, scales + row0, codes)) ||
+        (rc = put_escapes(&o, b, src, codes)))
+        goto done;
     segment g = {0, 0, 0};
     while (next_segment(b, &g)) {        /* a spread class per row segment, then its codes in that context */
         uint64_t total = 0, used = 0;
@@ -259,11 +309,9 @@ int bl_int_decode(const bl_block *b, int factor, const uint8_t *in, size_t len, 
     if (rc || (rc = check_factor(b, factor))) return rc;
     bl_in i = {in, in + len};
     uint64_t rows = bl_block_rows(b);
+    if ((rc = get_scales(&i, scales, rows))) return rc;
     for (uint64_t r = 0; r < rows; r++) {
-        const uint8_t *p;
         float s;
-        if ((rc = in_take(&i, 2, &p))) return rc;
-        scales[r] = (uint16_t)(p[0] | p[1] << 8);
         if ((rc = scale_value(b, scales[r], &s))) return rc;
     }
     escapes e;
