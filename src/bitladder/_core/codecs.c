@@ -392,8 +392,7 @@ static int make_pair(const bl_block *b, int coarse, int fine, int_pair *p) {
 }
 
 /* The finer code's index inside the coarse cell of finest code k (mirrored for negative cells). */
-static void pair_index(const int_pair *p, int32_t max_code, int32_t k, int32_t *jc, int32_t *first, int32_t *count) {
-    (void)max_code;
+static void pair_index(const int_pair *p, int32_t k, int32_t *jc, int32_t *first, int32_t *count) {
     *jc = p->jc[k + 127]; *first = p->first[k + 127]; *count = p->count[k + 127];
 }
 
@@ -414,7 +413,7 @@ int64_t bl_intint_encode(const bl_block *b, int coarse, int fine, const void *sr
     for (uint64_t i = 0; i < b->count; i++) {
         if (codes[i] == BL_ESC) continue;
         int32_t jc, first, count, jf = p.jf[codes[i] + 127];
-        pair_index(&p, b->max_code, codes[i], &jc, &first, &count);
+        pair_index(&p, codes[i], &jc, &first, &count);
         int32_t index = (jc < 0 ? -jf : jf) - first;
         if (index < 0 || index >= count) { rc = BL_E_ARGUMENT; goto done; }
         sym[n] = (uint8_t)index;
@@ -455,7 +454,7 @@ int bl_intint_decode(const bl_block *b, int coarse, int fine, const uint8_t *in,
                 if (codes[j] == BL_ESC) continue;
                 int32_t jc, first, count;
                 uint32_t index;
-                pair_index(&p, b->max_code, codes[j], &jc, &first, &count);
+                pair_index(&p, codes[j], &jc, &first, &count);
                 int a = jc < 0 ? -jc : jc;
                 if ((rc = rans_get(m, &d, a < 3 ? a : 3, &index))) break;
                 if ((int32_t)index >= count) { rc = BL_E_CORRUPT; break; }
