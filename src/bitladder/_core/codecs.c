@@ -230,7 +230,7 @@ static int put_scales(bl_out *o, const uint16_t *scales, uint64_t rows) {
         sym[2 * r + 1] = (uint8_t)scales[r]; ctx[2 * r + 1] = 1;
     }
     bl_out c = {coded, coded + cap};
-    int entropy = rans_encode(ctx, sym, 2 * rows, alphabet, NULL, NULL, &c) == BL_OK && (uint64_t)(c.p - coded) < 2 * rows;
+    int entropy = rans_encode(ctx, sym, 2 * rows, alphabet, &c) == BL_OK && (uint64_t)(c.p - coded) < 2 * rows;
     uint8_t mode = (uint8_t)entropy;
     if ((rc = out_put(o, &mode, 1))) goto done;
     if (entropy) { rc = out_put(o, coded, (size_t)(c.p - coded)); goto done; }
@@ -298,7 +298,7 @@ int64_t bl_int_encode(const bl_block *b, int factor, const void *src, const uint
         for (uint64_t i = g.start; i < g.end; i++)
             if (codes[i] != BL_ESC) { sym[n] = (uint8_t)(coarse_code(codes[i], factor, top) + top); ctx[n++] = (uint8_t)spread; }
     }
-    rc = rans_encode(ctx, sym, n, alphabet, NULL, NULL, &o);
+    rc = rans_encode(ctx, sym, n, alphabet, &o);
 done:
     free(codes); free(sym); free(ctx);
     return rc ? rc : (int64_t)(o.p - out);
@@ -419,7 +419,7 @@ int64_t bl_intint_encode(const bl_block *b, int coarse, int fine, const void *sr
         sym[n] = (uint8_t)index;
         ctx[n++] = (uint8_t)((jc < 0 ? -jc : jc) < 3 ? (jc < 0 ? -jc : jc) : 3);
     }
-    rc = rans_encode(ctx, sym, n, alphabet, NULL, NULL, &o);
+    rc = rans_encode(ctx, sym, n, alphabet, &o);
 done:
     free(codes); free(sym); free(ctx);
     return rc ? rc : (int64_t)(o.p - out);
@@ -562,8 +562,8 @@ int64_t bl_refine_encode(const bl_block *b, int kind, const void *src, const uin
     int rc = check_block(b);
     if (rc || (rc = make_refine(b, kind, &r))) return rc;
     uint64_t row0 = b->begin / b->columns, rows = bl_block_rows(b);
-    uint8_t *sym = malloc(b->count + rows + 1), *ctx = malloc(b->count + rows + 1);
-    uint16_t *uniform = malloc((b->count + rows + 1) * sizeof *uniform), *usym = malloc((b->count + rows + 1) * sizeof *usym);
+    uint8_t *sym = malloc(b->count + rows + 1), *ctx = malloc(b->count + rows + 1), *ulane = malloc(b->count + 1);
+    uint16_t *uniform = malloc((b->count + 1) * sizeof *uniform), *usym = malloc((b->count + 1) * sizeof *usym);
     /* A main stream takes a quarter of the elements at <= 32 bits each, the zero stream any of them at <= 33. */
     size_t lane_cap = 5 * (b->count / MAIN_STREAMS + 1) + 16, zero_cap = 5 * b->count + 16;
     size_t lane_at[REFINE_STREAMS + 1];
@@ -577,10 +577,10 @@ int64_t bl_refine_encode(const bl_block *b, int kind, const void *src, const uin
     bl_bitw w[REFINE_STREAMS];
     for (int l = 0; l < REFINE_STREAMS; l++) w[l] = (bl_bitw){bits + lane_at[l], bits + lane_at[l + 1], 0, 0, 0};
     uint32_t flag[BL_TILE], first[BL_TILE], sign[BL_TILE], count[BL_TILE];
-    size_t n = 0;
+    size_t n = 0, u = 0;
     int width = width_bits(b->dtype) / 8;
     uint32_t sign_t = sign_bit(r.target);
-    if (!sym || !ctx || !bits || !uniform || !usym) { rc = BL_E_NOMEM; goto done; }
+    if (!sym || !ctx || !bits || !uniform || !usym || !ulane) { rc = BL_E_NOMEM; goto done; }
     segment g = {0, 0, 0};
     while (!rc && next_segment(b, &g)) {
         float s = 1.0f;
@@ -614,8 +614,8 @@ int64_t bl_refine_encode(const bl_block *b, int kind, const void *src, const uin
                 if (mag < first[j] || mag - first[j] >= count[j] || (x & sign_t) != (sign[j] ? sign_t : 0)) {
                     rc = BL_E_ARGUMENT; break;
                 }
-                if (count[j] >= 2 && count[j] <= RANS_UNIFORM_MAX) {   /* small cells: exact uniform coding */
-                    sym[n] = 0; usym[n] = (uint16_t)(mag - first[j]); ctx[n] = RANS_UNIFORM; uniform[n++] = (uint16_t)count[j];
+                if (count[j] >= 2 && count[j] <= URANS_MAX) {          /* small cells: exact uniform coding */
+                    usym[u] = (uint16_t)(mag - first[j]); ulane[u] = (uint8_t)j; uniform[u++] = (uint16_t)count[j];
                 } else {
                     tb_put(&w[j % MAIN_STREAMS], mag - first[j], count[j]);
                 }
@@ -623,11 +623,12 @@ int64_t bl_refine_encode(const bl_block *b, int kind, const void *src, const uin
         }
     }
     for (int l = 0; l < REFINE_STREAMS; l++) { bitw_flush(&w[l]); if (!rc && w[l].overflow) rc = BL_E_CAPACITY; }
-    if (!rc) rc = rans_encode(ctx, sym, n, alphabet, uniform, usym, &o);
+    if (!rc) rc = rans_encode(ctx, sym, n, alphabet, &o);
+    if (!rc) rc = urans_encode(uniform, usym, ulane, u, &o);
     for (int l = 0; !rc && l < REFINE_STREAMS; l++) rc = out_u32(&o, (uint32_t)(w[l].p - (bits + lane_at[l])));
     for (int l = 0; !rc && l < REFINE_STREAMS; l++) rc = out_put(&o, bits + lane_at[l], (size_t)(w[l].p - (bits + lane_at[l])));
 done:
-    free(sym); free(ctx); free(bits); free(uniform); free(usym);
+    free(sym); free(ctx); free(bits); free(uniform); free(usym); free(ulane);
     return rc ? rc : (int64_t)(o.p - out);
 }
 
@@ -675,12 +676,13 @@ int bl_refine_decode(const bl_block *b, int kind, const uint8_t *in, size_t len,
     bl_in i = {in, in + len};
     rans_model *m = NULL;
     rans_dec d;
+    urans_dec ud = {.words = NULL};
     uint8_t *padded = NULL;
     bl_bitr br[REFINE_STREAMS];
-    if ((rc = rans_decode_init(&m, &d, &i, alphabet)) || (rc = open_streams(&i, br, REFINE_STREAMS, &padded))) goto done;
+    if ((rc = rans_decode_init(&m, &d, &i, alphabet)) || (rc = urans_decode_init(&ud, &i)) ||
+        (rc = open_streams(&i, br, REFINE_STREAMS, &padded))) goto done;
     uint32_t flag[BL_TILE], first[BL_TILE], sign[BL_TILE], count[BL_TILE], index[BL_TILE], wide[BL_TILE];
-    uint32_t rcp[RANS_UNIFORM_RCP + 1] = {0};
-    for (uint32_t c = 2; c <= RANS_UNIFORM_RCP; c++) rcp[c] = uniform_rcp(c);
+    uint32_t zero_at[BL_TILE];
     const bl_kernels *kern = bl_kernels_now();
     int width = width_bits(b->dtype) / 8;
     uint32_t sign_t = sign_bit(r.target);
@@ -696,14 +698,18 @@ int bl_refine_decode(const bl_block *b, int kind, const uint8_t *in, size_t len,
             uint64_t n = g.end - t < BL_TILE ? g.end - t : BL_TILE;
             const uint8_t *from = (const uint8_t *)held + t * (uint64_t)width;
             tile_cells(b, &r, from, (size_t)n, s, tz, flag, first, count, sign);
-            for (uint64_t j = 0; j < n; j++) wide[j] = count[j] <= RANS_UNIFORM_MAX ? 1 : count[j];
-            kern->tb(br, wide, (size_t)n, index);      /* cells of more than 256 patterns: truncated binary */
-            for (uint64_t j = 0; j < n; j++) {           /* in order: small cells and zero cells through rANS */
-                if (flag[j] == 0 && count[j] >= 2 && count[j] <= RANS_UNIFORM_MAX) {
-                    rans_uniform(&d, count[j], count[j] <= RANS_UNIFORM_RCP ? rcp[count[j]] : 0, &index[j]);
-                    continue;
-                }
-                if (flag[j] != 1) continue;
+            uint32_t any_wide = 0, zeros = 0;
+            for (uint64_t j = 0; j < n; j++) {
+                wide[j] = count[j] <= URANS_MAX ? 1 : count[j];
+                index[j] = 0;                                    /* a cell of one pattern reads nothing */
+                any_wide |= count[j] > URANS_MAX;
+                zero_at[zeros] = (uint32_t)j;                    /* the zero cells' places, without a branch */
+                zeros += flag[j] == 1;
+            }
+            if (any_wide) kern->tb(br, wide, (size_t)n, index);   /* cells of more than 4096: truncated binary */
+            kern->urans(&ud, flag, count, (size_t)n, index);     /* cells of 2..4096: the uniform stream */
+            for (uint32_t z_at = 0; z_at < zeros; z_at++) {      /* zero cells, in order, through rANS */
+                uint32_t j = zero_at[z_at];
                 zero_split z = zero_cell(first[j]);
                 uint32_t head;
                 if (!z.count) { rc = BL_E_CORRUPT; break; }
@@ -714,19 +720,22 @@ int bl_refine_decode(const bl_block *b, int kind, const uint8_t *in, size_t len,
                 index[j] = (uint32_t)(start + tb_get(&br[ZERO_STREAM], rest < (1ull << z.low) ? rest : (1ull << z.low)));
             }
             for (int l = 0; l < REFINE_STREAMS; l++) if (br[l].p > br[l].end + 8) rc = BL_E_CORRUPT;
+            if (ud.wp > ud.wend_p) rc = BL_E_CORRUPT;
             if (rc) break;
             uint32_t empty = 0;                          /* a cell of no patterns: only a corrupt payload has one */
             if (b->dtype == BL_F32 && r.kind != BL_INT_TO_HALF) {
                 empty = kern->compose_f32(flag, first, count, index, sign, tz, (const uint32_t *)(const void *)from, (size_t)n,
                                           (uint32_t *)out + t);
-            } else {                                     /* masks, not branches: signs are coin flips */
+            } else if (r.kind == BL_INT_TO_EXACT) {      /* a 16-bit source refined in its own dtype */
+                empty = kern->compose_16(flag, first, count, index, sign, tz, (const uint16_t *)(const void *)from, (size_t)n,
+                                         (uint16_t *)out + t);
+            } else {                                     /* int -> half, widened to float32; masks, not branches */
                 for (uint64_t j = 0; j < n; j++) {
                     uint32_t zero = ((index[j] >> 1) << tz) | (sign_t & (0u - (index[j] & 1)));
                     uint32_t cell = ((first[j] + index[j]) << tz) | (sign_t & (0u - (uint32_t)(sign[j] != 0)));
                     uint32_t is_zero = 0u - (uint32_t)(flag[j] == 1), kept = 0u - (uint32_t)(flag[j] == 2);
-                    uint32_t x = (zero & is_zero) | (cell & ~is_zero);
-                    if (r.kind == BL_INT_TO_HALF) x = widen(x, r.target);
-                    store_bits(out, t + j, b->dtype, (load_bits(from, j, b->dtype) & kept) | (x & ~kept));
+                    uint32_t x = widen((zero & is_zero) | (cell & ~is_zero), r.target);
+                    ((uint32_t *)out)[t + j] = (((const uint32_t *)(const void *)from)[j] & kept) | (x & ~kept);
                     empty |= (flag[j] == 0) & (count[j] == 0);
                 }
             }
@@ -734,10 +743,12 @@ int bl_refine_decode(const bl_block *b, int kind, const uint8_t *in, size_t len,
         }
     }
     if (!rc) rc = rans_decode_finish(&d);
+    if (!rc) rc = urans_decode_finish(&ud);
     if (!rc) rc = close_streams(br, REFINE_STREAMS);
 done:
     rans_model_free(m);
     free(padded);
+    free(ud.words);
     return rc;
 }
 
@@ -768,7 +779,7 @@ int64_t bl_half_encode(const bl_block *b, const void *src, uint8_t *out, size_t 
     }
     bitw_flush(&w);
     if (w.overflow) { rc = BL_E_CAPACITY; goto done; }
-    if (!(rc = rans_encode(ctx, sym, n, alphabet, NULL, NULL, &o)) && !(rc = out_u32(&o, (uint32_t)(w.p - bits))))
+    if (!(rc = rans_encode(ctx, sym, n, alphabet, &o)) && !(rc = out_u32(&o, (uint32_t)(w.p - bits))))
         rc = out_put(&o, bits, (size_t)(w.p - bits));
 done:
     free(codes); free(sym); free(ctx); free(bits);

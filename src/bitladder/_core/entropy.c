@@ -47,21 +47,33 @@ static void normalize(const uint64_t *count, int alphabet, uint16_t *freq) {
     }
 }
 
-int rans_encode(const uint8_t *ctx, const uint8_t *sym, size_t n, const uint16_t *alphabet, const uint16_t *uniform,
-                const uint16_t *usym, bl_out *out) {
+/* Words of a finished encoder: the final states, then the renormalisation words the encoder pushed (it ran
+ * backwards, so they sit in decode order from w on). */
+static int put_words(bl_out *out, const uint32_t *x, int lanes, uint16_t *w, const uint16_t *end) {
+    for (int l = lanes; l-- > 0;) { *--w = (uint16_t)(x[l] >> 16); *--w = (uint16_t)x[l]; }
+    size_t count = (size_t)(end - w);
+    int rc = out_u32(out, (uint32_t)count);
+    for (size_t i = 0; !rc && i < count; i++) {
+        uint8_t b[2] = {(uint8_t)w[i], (uint8_t)(w[i] >> 8)};
+        rc = out_put(out, b, 2);
+    }
+    return rc;
+}
+
+int rans_encode(const uint8_t *ctx, const uint8_t *sym, size_t n, const uint16_t *alphabet, bl_out *out) {
     /* Tables only for the contexts the symbols use (a block uses a handful of the 256). */
     int16_t slot_of[RANS_CONTEXTS];
     int contexts = 0;
     memset(slot_of, 0xFF, sizeof slot_of);
     for (size_t i = 0; i < n; i++)
-        if (slot_of[ctx[i]] < 0 && ctx[i] != RANS_UNIFORM) slot_of[ctx[i]] = (int16_t)contexts++;
+        if (slot_of[ctx[i]] < 0) slot_of[ctx[i]] = (int16_t)contexts++;
     uint64_t (*count)[RANS_MAX_ALPHABET] = calloc((size_t)contexts + 1, sizeof *count);
     rans_table *used_tab = calloc((size_t)contexts + 1, sizeof *used_tab);
     rans_table *tab[RANS_CONTEXTS] = {0};
     uint16_t *words = malloc((n + 2 * RANS_LANES) * sizeof *words);
     int rc = BL_E_NOMEM;
     if (!count || !used_tab || !words) goto done;
-    for (size_t i = 0; i < n; i++) if (ctx[i] != RANS_UNIFORM) count[slot_of[ctx[i]]][sym[i]]++;
+    for (size_t i = 0; i < n; i++) count[slot_of[ctx[i]]][sym[i]]++;
     for (int c = 0; c < RANS_CONTEXTS; c++) {
         if (slot_of[c] < 0) continue;
         rans_table *t = tab[c] = &used_tab[slot_of[c]];
@@ -94,14 +106,6 @@ int rans_encode(const uint8_t *ctx, const uint8_t *sym, size_t n, const uint16_t
     uint16_t *w = words + n + 2 * RANS_LANES;
     for (size_t j = n; j-- > 0;) {
         uint32_t f, c, q, *s = &x[j % RANS_LANES];
-        if (ctx[j] == RANS_UNIFORM) {                 /* a uniform symbol of uniform[j] values: no table */
-            c = uniform_cum(usym[j], uniform[j]);
-            f = uniform_cum(usym[j] + 1u, uniform[j]) - c;
-            if ((uint64_t)*s >= (uint64_t)f << (32 - RANS_PROB_BITS)) { *--w = (uint16_t)*s; *s >>= 16; }
-            q = *s / f;
-            *s = (q << RANS_PROB_BITS) + (*s - q * f) + c;
-            continue;
-        }
         const rans_table *t = tab[ctx[j]];
         f = t->freq[sym[j]]; c = t->cum[sym[j]];
         if ((uint64_t)*s >= (uint64_t)f << (32 - RANS_PROB_BITS)) { *--w = (uint16_t)*s; *s >>= 16; }
@@ -111,14 +115,7 @@ int rans_encode(const uint8_t *ctx, const uint8_t *sym, size_t n, const uint16_t
         q += (uint64_t)(q + 1) * f <= *s;
         *s = (q << RANS_PROB_BITS) + (*s - q * f) + c;
     }
-    for (int l = RANS_LANES; l-- > 0;) { *--w = (uint16_t)(x[l] >> 16); *--w = (uint16_t)x[l]; }
-    size_t count_words = (size_t)(words + n + 2 * RANS_LANES - w);
-    if ((rc = out_u32(out, (uint32_t)count_words))) goto done;
-    for (size_t i = 0; i < count_words; i++) {
-        uint8_t b[2] = {(uint8_t)w[i], (uint8_t)(w[i] >> 8)};
-        if ((rc = out_put(out, b, 2))) goto done;
-    }
-    rc = BL_OK;
+    rc = put_words(out, x, RANS_LANES, w, words + n + 2 * RANS_LANES);
 done:
     free(count); free(used_tab); free(words);
     return rc;
@@ -175,5 +172,49 @@ int rans_decode_init(rans_model **model, rans_dec *d, bl_in *in, const uint16_t 
 int rans_decode_finish(const rans_dec *d) {
     if (d->starved || d->wp != d->wend_p) return BL_E_CORRUPT;
     for (int l = 0; l < RANS_LANES; l++) if (d->x[l] != RANS_L) return BL_E_CORRUPT;
+    return BL_OK;
+}
+
+int urans_encode(const uint16_t *n, const uint16_t *sym, const uint8_t *lane, size_t count, bl_out *out) {
+    uint16_t *words = malloc((count + 2 * URANS_LANES) * sizeof *words);
+    if (!words) return BL_E_NOMEM;
+    uint32_t x[URANS_LANES];
+    for (int l = 0; l < URANS_LANES; l++) x[l] = RANS_L;
+    uint16_t *end = words + count + 2 * URANS_LANES, *w = end;
+    for (size_t j = count; j-- > 0;) {
+        uint32_t *s = &x[lane[j] % URANS_LANES], c = uniform_cum(sym[j], n[j]), f = uniform_cum(sym[j] + 1u, n[j]) - c;
+        if ((uint64_t)*s >= (uint64_t)f << (32 - RANS_PROB_BITS)) { *--w = (uint16_t)*s; *s >>= 16; }
+        uint32_t q = (uint32_t)((double)*s / (double)f);          /* exact: the fraction stays 1/f from 1 */
+        *s = (q << RANS_PROB_BITS) + (*s - q * f) + c;
+    }
+    int rc = put_words(out, x, URANS_LANES, w, end);
+    free(words);
+    return rc;
+}
+
+int urans_decode_init(urans_dec *d, bl_in *in) {
+    uint32_t count;
+    const uint8_t *w;
+    int rc;
+    d->words = NULL;
+    if ((rc = in_u32(in, &count))) return rc;
+    if (count < 2 * URANS_LANES) return BL_E_CORRUPT;
+    if ((rc = in_take(in, (size_t)count * 2, &w))) return rc;
+    uint8_t *copy = d->words = malloc((size_t)count * 2 + URANS_PAD);
+    if (!copy) return BL_E_NOMEM;
+    memcpy(copy, w, (size_t)count * 2);
+    memset(copy + (size_t)count * 2, 0, URANS_PAD);
+    d->wend_p = copy + (size_t)count * 2;
+    for (int l = 0; l < URANS_LANES; l++, copy += 4) {
+        d->x[l] = ((uint32_t)copy[0] | (uint32_t)copy[1] << 8) | ((uint32_t)copy[2] | (uint32_t)copy[3] << 8) << 16;
+        if (d->x[l] < RANS_L) return BL_E_CORRUPT;
+    }
+    d->wp = copy;
+    return BL_OK;
+}
+
+int urans_decode_finish(const urans_dec *d) {
+    if (d->wp != d->wend_p) return BL_E_CORRUPT;
+    for (int l = 0; l < URANS_LANES; l++) if (d->x[l] != RANS_L) return BL_E_CORRUPT;
     return BL_OK;
 }

@@ -186,4 +186,22 @@ typedef struct { uint32_t *slot[RANS_CONTEXTS]; } rans_model;
 
 typedef struct { uint32_t x[RANS_LANES]; const uint8_t *wp, *wend_p; uint64_t count; int starved; } rans_dec;
 
+/* The uniform stream: symbol s of n equally likely values (2 <= n <= 4096) takes slots [cum(s), cum(s + 1)),
+ * cum(s) = ceil(4096 s / n), no table sent. Its own words and 32 lanes (element j of a tile in lane j % 32), so that
+ * a SIMD decoder runs two independent vectors of 16. */
+#define URANS_LANES 32
+#define URANS_MAX 4096
+typedef struct { uint32_t x[URANS_LANES]; const uint8_t *wp, *wend_p; uint8_t *words; } urans_dec;
+/* A tile takes at most one word per element; the decoder's copy of the words has room to read a tile past the end
+ * (zeros), and the codec checks after each tile that the reader is still inside. */
+#define URANS_PAD (2 * BL_TILE + 64)
+
+/* cum(s) in binary32: s * 4096 <= 2^24 is exact, and the quotient, below 4096 unless s = n, is at least 1/n > half
+ * an ulp from any integer it is not, so truncating it gives the floor and one product check gives the ceiling. The
+ * SIMD decoders compute these same IEEE operations. */
+static inline uint32_t uniform_cum(uint32_t s, uint32_t n) {
+    uint32_t a = s << RANS_PROB_BITS, q = (uint32_t)(int32_t)((float)(int32_t)a / (float)(int32_t)n);  /* < 2^25 */
+    return q + (q * n != a);
+}
+
 #endif

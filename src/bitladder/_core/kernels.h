@@ -13,6 +13,9 @@ typedef struct {
     void (*tb)(bl_bitr *r, const uint32_t *count, size_t n, uint32_t *index);
     uint32_t (*compose_f32)(const uint32_t *flag, const uint32_t *first, const uint32_t *count, const uint32_t *index,
                             const uint32_t *sign, int tz, const uint32_t *held, size_t n, uint32_t *out);
+    uint32_t (*compose_16)(const uint32_t *flag, const uint32_t *first, const uint32_t *count, const uint32_t *index,
+                           const uint32_t *sign, int tz, const uint16_t *held, size_t n, uint16_t *out);
+    void (*urans)(urans_dec *d, const uint32_t *flag, const uint32_t *count, size_t n, uint32_t *index);
     /* rANS runs 16 symbols at a time, or NULL where the path has none (the scalar loop in entropy.h runs). */
     void (*rans_run)(uint32_t *state, uint64_t *count, const uint8_t **words, const uint32_t *slot, size_t n, uint32_t *out);
 } bl_kernels;
@@ -24,7 +27,10 @@ typedef struct {
     void cells_f32_##p(const void *, size_t, int, float, int, int, uint32_t *, uint32_t *, uint32_t *, uint32_t *); \
     void tb_tile_##p(bl_bitr *, const uint32_t *, size_t, uint32_t *); \
     uint32_t compose_f32_##p(const uint32_t *, const uint32_t *, const uint32_t *, const uint32_t *, const uint32_t *, \
-                             int, const uint32_t *, size_t, uint32_t *);
+                             int, const uint32_t *, size_t, uint32_t *); \
+    uint32_t compose_16_##p(const uint32_t *, const uint32_t *, const uint32_t *, const uint32_t *, const uint32_t *, \
+                            int, const uint16_t *, size_t, uint16_t *); \
+    void urans_tile_##p(urans_dec *, const uint32_t *, const uint32_t *, size_t, uint32_t *);
 BL_DECLARE_PATH(scalar)
 BL_DECLARE_PATH(avx2)
 BL_DECLARE_PATH(avx512)

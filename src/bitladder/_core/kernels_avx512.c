@@ -6,6 +6,7 @@
 #include <immintrin.h>
 #define K(name) name##_avx512
 #define K_SIMD_CELLS_F32
+#define K_SIMD_URANS
 #include "kernels.inc"
 
 /* n symbols of one context, 16 at a time: lane j % 16 decodes symbol j, and the lanes whose state fell below L take
@@ -97,5 +98,51 @@ void cells_f32_avx512(const void *vals, size_t n, int bf16, float s, int max_cod
     }
     if (i < n) cells_f32_scalar((const uint8_t *)vals + i * (bf16 ? 2 : 4), n - i, bf16, s, max_code, tz, flag + i, first + i,
                                 count + i, sign + i);
+}
+
+/* One vector of 16 uniform lanes over elements j..j+15 (those below n); see urans_tile in kernels.inc. */
+static inline __attribute__((always_inline)) __m512i
+urans_vector(__m512i x, const uint32_t *flag, const uint32_t *count, size_t j, size_t n, const uint8_t **wp,
+             uint32_t *index) {
+    const __m512i mask12 = _mm512_set1_epi32(RANS_TOTAL - 1), one = _mm512_set1_epi32(1);
+    const __m512i two = _mm512_set1_epi32(2), most = _mm512_set1_epi32(URANS_MAX), low = _mm512_set1_epi32((int)RANS_L);
+    const __m512i total = _mm512_set1_epi32(RANS_TOTAL);
+    __mmask16 valid = j + 16 <= n ? (__mmask16)0xFFFF : j < n ? (__mmask16)((1u << (n - j)) - 1) : 0;
+    __m512i fl = _mm512_maskz_loadu_epi32(valid, flag + j), c = _mm512_maskz_loadu_epi32(valid, count + j);
+    __mmask16 act = valid & _mm512_cmpeq_epi32_mask(fl, _mm512_setzero_si512()) & _mm512_cmpge_epu32_mask(c, two) &
+                    _mm512_cmple_epu32_mask(c, most);
+    if (!act) return x;
+    __m512i nn = _mm512_mask_mov_epi32(one, act, c);
+    __m512 nf = _mm512_cvtepi32_ps(nn);
+    __m512i slot = _mm512_and_si512(x, mask12);
+    __m512i sym = _mm512_srli_epi32(_mm512_mullo_epi32(slot, nn), RANS_PROB_BITS);
+    __m512i a0 = _mm512_slli_epi32(sym, RANS_PROB_BITS), a1 = _mm512_add_epi32(a0, total);
+    __m512i q0 = _mm512_cvttps_epi32(_mm512_div_ps(_mm512_cvtepi32_ps(a0), nf));
+    __m512i q1 = _mm512_cvttps_epi32(_mm512_div_ps(_mm512_cvtepi32_ps(a1), nf));
+    q0 = _mm512_mask_add_epi32(q0, _mm512_cmpneq_epi32_mask(_mm512_mullo_epi32(q0, nn), a0), q0, one);
+    q1 = _mm512_mask_add_epi32(q1, _mm512_cmpneq_epi32_mask(_mm512_mullo_epi32(q1, nn), a1), q1, one);
+    __m512i v = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_sub_epi32(q1, q0), _mm512_srli_epi32(x, RANS_PROB_BITS)),
+                                 _mm512_sub_epi32(slot, q0));
+    __mmask16 more = act & _mm512_cmplt_epu32_mask(v, low);
+    __m512i next = _mm512_maskz_expand_epi32(more, _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)*wp)));
+    x = _mm512_mask_mov_epi32(x, act, v);
+    x = _mm512_mask_or_epi32(x, more, _mm512_slli_epi32(x, 16), next);
+    *wp += 2 * (unsigned)__builtin_popcount((unsigned)more);
+    _mm512_mask_storeu_epi32(index + j, act, sym);
+    return x;
+}
+
+/* Two vectors of 16 lanes side by side (elements j..j+15 in lanes 0..15, j+16..j+31 in lanes 16..31), so that
+ * their dependency chains overlap. */
+void urans_tile_avx512(urans_dec *d, const uint32_t *flag, const uint32_t *count, size_t n, uint32_t *index) {
+    const uint8_t *wp = d->wp;
+    __m512i xa = _mm512_loadu_si512(d->x), xb = _mm512_loadu_si512(d->x + 16);
+    for (size_t j = 0; j < n; j += URANS_LANES) {
+        xa = urans_vector(xa, flag, count, j, n, &wp, index);
+        xb = urans_vector(xb, flag, count, j + 16, n, &wp, index);
+    }
+    _mm512_storeu_si512(d->x, xa);
+    _mm512_storeu_si512(d->x + 16, xb);
+    d->wp = wp;
 }
 #endif
