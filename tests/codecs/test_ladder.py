@@ -2,7 +2,7 @@ import pytest
 
 from bitladder.codecs.ladder import ExactRung, HalfRung, IntRung, Ladder, Rung
 
-LADDERS = ["int8,exact", "int4,int8,bf16,exact", "fp16,exact", "int2,int3,int5,int8", "bf16", "exact"]
+LADDERS = ["int8,exact", "int4,int8,bf16,exact", "fp16,exact", "int2,int4,int8", "bf16", "exact"]
 
 
 @pytest.mark.parametrize("text", LADDERS)
@@ -28,6 +28,8 @@ def test_rungs_are_frozen_configs():
     ("int1", "2..8"),
     ("float8", "unknown rung"),
     ("", "at least one"),
+    ("int5,int6,int7,int8", "int5 cannot nest above int6"),   # its cells would be int6's: it refines nothing
+    ("int2,int3,int4,int5,int6,int7,int8,exact", "cannot nest"),
 ])
 def test_bad_ladders_are_value_errors(text, message):
     with pytest.raises(ValueError, match=message):

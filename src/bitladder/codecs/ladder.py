@@ -139,6 +139,25 @@ class ExactRung(Rung, kind="exact"):
         return float("inf")
 
 
+def int_factors(int_rungs: list[IntRung]) -> list[int]:
+    """Cell widths of each int rung in codes of the finest: odd multiples of the next finer rung's, so that every
+    coarse cell is a union of finer cells, and just wide enough that its codes span the finest rung's range.
+
+    A rung whose width would equal the next finer one's refines nothing, and one wider than the finest range has no
+    cell but zero: such ladders are refused (ValueError) rather than sent rungs that carry nothing."""
+    top = int_rungs[-1].max_code
+    factors = [1]
+    for rung, finer in zip(reversed(int_rungs[:-1]), reversed(int_rungs[1:]), strict=True):
+        factor = factors[0]
+        while factor * (2 * rung.max_code + 1) < 2 * top + 1:
+            factor += 2 * factors[0]
+        if factor == factors[0] or factor > top:
+            raise ValueError(f"{rung.name} cannot nest above {finer.name} on {int_rungs[-1].name}'s grid (its cells, "
+                             f"odd multiples of {finer.name}'s, would be {factor} codes wide): drop one of them")
+        factors.insert(0, factor)
+    return factors
+
+
 @dataclass(frozen=True)
 class Ladder:
     """Rungs in delivery order, plus the size under which a tensor is sent exact in the first rung."""
@@ -156,6 +175,9 @@ class Ladder:
         groups = {r.group_size for r in self.rungs if isinstance(r, IntRung)}
         if len(groups) > 1:  # the int rungs' cells nest only when they share their scale rows
             raise ValueError(f"int rungs of one ladder share one group size, got {sorted(groups)}")
+        int_rungs = [r for r in self.rungs if isinstance(r, IntRung)]
+        if int_rungs:
+            int_factors(int_rungs)
         if not isinstance(self.min_size, int) or isinstance(self.min_size, bool) or not 0 <= self.min_size < 2**40:
             raise ValueError(f"min_size must be an integer in [0, 2**40), got {self.min_size!r}")
         if (not isinstance(self.block_size, int) or isinstance(self.block_size, bool)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 from functools import cached_property
 
-from .ladder import ExactRung, HalfRung, IntRung, Ladder, Rung
+from .ladder import ExactRung, HalfRung, IntRung, Ladder, Rung, int_factors
 from .native import Block, NativeDtype, Refine
 from .states import TensorSpec, is_float
 
@@ -45,19 +45,6 @@ class Step:
     codec: Codec
     factor: int = 1
     coarse: int = 0
-
-
-def _int_factors(int_rungs: list[IntRung]) -> list[int]:
-    """Cell widths of each int rung in codes of the finest: odd multiples of the next finer rung's, so that every
-    coarse cell is a union of finer cells, and just wide enough that its codes span the finest rung's range."""
-    top = int_rungs[-1].max_code
-    factors = [1]
-    for rung in reversed(int_rungs[:-1]):
-        factor = factors[0]
-        while factor * (2 * rung.max_code + 1) < 2 * top + 1:
-            factor += 2 * factors[0]
-        factors.insert(0, factor)
-    return factors
 
 
 def _is_exact_for(rung: Rung, spec: TensorSpec) -> bool:
@@ -138,7 +125,7 @@ def plan_tensor(spec: TensorSpec, ladder: Ladder) -> TensorPlan:
     int_rungs = [r for _, r in lossy if isinstance(r, IntRung)]
     half = next((r for _, r in lossy if isinstance(r, HalfRung)), None)
     inner = NativeDtype[half.dtype] if half is not None else NativeDtype.NONE
-    factors = iter(_int_factors(int_rungs)) if int_rungs else iter(())
+    factors = iter(int_factors(int_rungs)) if int_rungs else iter(())
     steps: list[Step] = []
     previous: Step | None = None
     for index, rung in lossy:
