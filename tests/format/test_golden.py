@@ -20,7 +20,7 @@ GOLDEN_HEADER = bytes.fromhex(
     "0200"                    # format version 2, u16 LE
     "0000"                    # flags 0
     "b803000000000000"        # manifest length 952, u64 LE
-    "39e721d0b8f22b534a161895cca1285e43eefe83309894aa7d3bbdfce3ea5ba3"  # BLAKE3 of the manifest bytes
+    "217afa10407cffa4e6ef888588b68dedebcf0d8d3758e989bdbaa3ee55aa711a"  # BLAKE3 of the manifest bytes
 )
 
 

@@ -230,7 +230,7 @@ static int put_scales(bl_out *o, const uint16_t *scales, uint64_t rows) {
         sym[2 * r + 1] = (uint8_t)scales[r]; ctx[2 * r + 1] = 1;
     }
     bl_out c = {coded, coded + cap};
-    int entropy = rans_encode(ctx, sym, 2 * rows, alphabet, &c) == BL_OK && (uint64_t)(c.p - coded) < 2 * rows;
+    int entropy = rans_encode(ctx, sym, NULL, 2 * rows, alphabet, &c) == BL_OK && (uint64_t)(c.p - coded) < 2 * rows;
     uint8_t mode = (uint8_t)entropy;
     if ((rc = out_put(o, &mode, 1))) goto done;
     if (entropy) { rc = out_put(o, coded, (size_t)(c.p - coded)); goto done; }
@@ -274,14 +274,14 @@ int64_t bl_int_encode(const bl_block *b, int factor, const void *src, const uint
     if (rc || (rc = check_factor(b, factor))) return rc;
     uint64_t rows = bl_block_rows(b), row0 = b->begin / b->columns;
     int32_t *codes = malloc(b->count * sizeof *codes + 1);
-    uint8_t *sym = malloc(b->count + rows + 1), *ctx = malloc(b->count + rows + 1);
+    uint8_t *sym = malloc(b->count + rows + 1), *ctx = malloc(b->count + rows + 1), *lane = malloc(b->count + rows + 1);
     bl_out o = {out, out + cap};
     int32_t top = b->max_code / factor;
     uint16_t alphabet[RANS_CONTEXTS] = {0};
     for (int c = 0; c < SPREADS; c++) alphabet[c] = (uint16_t)(2 * top + 1);
     alphabet[CTX_SPREAD] = SPREADS;
     size_t n = 0;
-    if (!codes || !sym || !ctx) { rc = BL_E_NOMEM; goto done; }
+    if (!codes || !sym || !ctx || !lane) { rc = BL_E_NOMEM; goto done; }
     if ((rc = put_scales(&o, scales + row0, rows)) || (rc = block_codes(b, src, scales + row0, codes)) ||
         (rc = put_escapes(&o, b, src, codes)))
         goto done;
@@ -294,13 +294,16 @@ int64_t bl_int_encode(const bl_block *b, int factor, const void *src, const uint
             total += (uint64_t)(j < 0 ? -j : j); used++;
         }
         int spread = spread_class(total, used);
-        sym[n] = (uint8_t)spread; ctx[n++] = CTX_SPREAD;
-        for (uint64_t i = g.start; i < g.end; i++)
-            if (codes[i] != BL_ESC) { sym[n] = (uint8_t)(coarse_code(codes[i], factor, top) + top); ctx[n++] = (uint8_t)spread; }
+        sym[n] = (uint8_t)spread; ctx[n] = CTX_SPREAD; lane[n++] = 0;
+        for (uint64_t i = g.start; i < g.end; i++) {     /* element j of a tile in lane j % 32 */
+            if (codes[i] == BL_ESC) continue;
+            sym[n] = (uint8_t)(coarse_code(codes[i], factor, top) + top); ctx[n] = (uint8_t)spread;
+            lane[n++] = (uint8_t)((i - g.start) % RANS_LANES);
+        }
     }
-    rc = rans_encode(ctx, sym, n, alphabet, &o);
+    rc = rans_encode(ctx, sym, lane, n, alphabet, &o);
 done:
-    free(codes); free(sym); free(ctx);
+    free(codes); free(sym); free(ctx); free(lane);
     return rc ? rc : (int64_t)(o.p - out);
 }
 
@@ -330,18 +333,18 @@ int bl_int_decode(const bl_block *b, int factor, const uint8_t *in, size_t len, 
     while (!rc && next_segment(b, &g)) {
         float s = u2f((uint32_t)scales[g.row] << 16);
         uint32_t spread;
-        if ((rc = rans_get(m, &d, CTX_SPREAD, &spread))) break;
+        if ((rc = rans_get_in(m, &d, 0, CTX_SPREAD, &spread))) break;
         for (uint64_t t = g.start; !rc && t < g.end; t += BL_TILE) {
             uint64_t n = g.end - t < BL_TILE ? g.end - t : BL_TILE;
             if (!escape_within(&e, t + n)) {              /* the usual tile: no escapes, one context */
                 uint32_t symbols[BL_TILE];
-                if ((rc = rans_run(m, &d, (int)spread, (size_t)n, symbols, k->rans_run))) break;
+                if ((rc = rans_tile(m, &d, (int)spread, (size_t)n, symbols, k->rans_tile))) break;
                 for (uint64_t j = 0; j < n; j++) codes[j] = (int32_t)symbols[j] - top;
             } else {
                 for (uint64_t j = 0; j < n; j++) {
                     uint32_t v, symbol;
                     if (is_escape(&e, t + j, b, &v)) { store_bits(held, t + j, b->dtype, v); e.next++; codes[j] = BL_ESC; continue; }
-                    if ((rc = rans_get(m, &d, (int)spread, &symbol))) break;
+                    if ((rc = rans_get_in(m, &d, (unsigned)j, (int)spread, &symbol))) break;
                     codes[j] = (int32_t)symbol - top;
                 }
             }
@@ -419,7 +422,7 @@ int64_t bl_intint_encode(const bl_block *b, int coarse, int fine, const void *sr
         sym[n] = (uint8_t)index;
         ctx[n++] = (uint8_t)((jc < 0 ? -jc : jc) < 3 ? (jc < 0 ? -jc : jc) : 3);
     }
-    rc = rans_encode(ctx, sym, n, alphabet, &o);
+    rc = rans_encode(ctx, sym, NULL, n, alphabet, &o);
 done:
     free(codes); free(sym); free(ctx);
     return rc ? rc : (int64_t)(o.p - out);
@@ -623,7 +626,7 @@ int64_t bl_refine_encode(const bl_block *b, int kind, const void *src, const uin
         }
     }
     for (int l = 0; l < REFINE_STREAMS; l++) { bitw_flush(&w[l]); if (!rc && w[l].overflow) rc = BL_E_CAPACITY; }
-    if (!rc) rc = rans_encode(ctx, sym, n, alphabet, &o);
+    if (!rc) rc = rans_encode(ctx, sym, NULL, n, alphabet, &o);
     if (!rc) rc = urans_encode(uniform, usym, ulane, u, &o);
     for (int l = 0; !rc && l < REFINE_STREAMS; l++) rc = out_u32(&o, (uint32_t)(w[l].p - (bits + lane_at[l])));
     for (int l = 0; !rc && l < REFINE_STREAMS; l++) rc = out_put(&o, bits + lane_at[l], (size_t)(w[l].p - (bits + lane_at[l])));
@@ -779,7 +782,7 @@ int64_t bl_half_encode(const bl_block *b, const void *src, uint8_t *out, size_t 
     }
     bitw_flush(&w);
     if (w.overflow) { rc = BL_E_CAPACITY; goto done; }
-    if (!(rc = rans_encode(ctx, sym, n, alphabet, &o)) && !(rc = out_u32(&o, (uint32_t)(w.p - bits))))
+    if (!(rc = rans_encode(ctx, sym, NULL, n, alphabet, &o)) && !(rc = out_u32(&o, (uint32_t)(w.p - bits))))
         rc = out_put(&o, bits, (size_t)(w.p - bits));
 done:
     free(codes); free(sym); free(ctx); free(bits);

@@ -1,7 +1,7 @@
-/* Static interleaved rANS (16 lanes, 32-bit states, 16-bit words, 12-bit probabilities), with up to 256
+/* Static interleaved rANS (32 lanes, 32-bit states, 16-bit words, 12-bit probabilities), with up to 256
  * contexts of up to 256 symbols each. Stream layout, little-endian:
  *     u8 C; C x { u8 context, u16 alphabet A, u16 used U, U x { varint symbol gap, varint freq-1 } }
- *     u32 W; W x u16 words (the 16 final lane states first, low word first)
+ *     u32 W; W x u16 words (the 32 final lane states first, low word first)
  * Frequencies of a context sum to 4096; the decoder checks that, and that every lane ends in the encoder's
  * start state with every word consumed, so a stream that decodes is the stream that was written. */
 #include <stdlib.h>
@@ -60,7 +60,8 @@ static int put_words(bl_out *out, const uint32_t *x, int lanes, uint16_t *w, con
     return rc;
 }
 
-int rans_encode(const uint8_t *ctx, const uint8_t *sym, size_t n, const uint16_t *alphabet, bl_out *out) {
+int rans_encode(const uint8_t *ctx, const uint8_t *sym, const uint8_t *lane, size_t n, const uint16_t *alphabet,
+                bl_out *out) {
     /* Tables only for the contexts the symbols use (a block uses a handful of the 256). */
     int16_t slot_of[RANS_CONTEXTS];
     int contexts = 0;
@@ -105,7 +106,7 @@ int rans_encode(const uint8_t *ctx, const uint8_t *sym, size_t n, const uint16_t
     for (int l = 0; l < RANS_LANES; l++) x[l] = RANS_L;
     uint16_t *w = words + n + 2 * RANS_LANES;
     for (size_t j = n; j-- > 0;) {
-        uint32_t f, c, q, *s = &x[j % RANS_LANES];
+        uint32_t f, c, q, *s = &x[(lane ? lane[j] : j) % RANS_LANES];
         const rans_table *t = tab[ctx[j]];
         f = t->freq[sym[j]]; c = t->cum[sym[j]];
         if ((uint64_t)*s >= (uint64_t)f << (32 - RANS_PROB_BITS)) { *--w = (uint16_t)*s; *s >>= 16; }

@@ -4,8 +4,10 @@
 
 #include "internal.h"
 
-/* Encode n (context, symbol) pairs; alphabet[c] is the alphabet size of context c (<= 256). */
-int rans_encode(const uint8_t *ctx, const uint8_t *sym, size_t n, const uint16_t *alphabet, bl_out *out);
+/* Encode n (context, symbol) pairs, pair i in lane lane[i] (NULL: lane i % 32); alphabet[c] is the alphabet size of
+ * context c (<= 256). */
+int rans_encode(const uint8_t *ctx, const uint8_t *sym, const uint8_t *lane, size_t n, const uint16_t *alphabet,
+                bl_out *out);
 int rans_decode_init(rans_model **model, rans_dec *d, bl_in *in, const uint16_t *alphabet);
 int rans_decode_finish(const rans_dec *d);
 void rans_model_free(rans_model *m);
@@ -16,11 +18,11 @@ int urans_encode(const uint16_t *n, const uint16_t *sym, const uint8_t *lane, si
 int urans_decode_init(urans_dec *d, bl_in *in);     /* d->words is the decoder's copy: free() it */
 int urans_decode_finish(const urans_dec *d);
 
-/* One symbol of context c (which must be present: the caller checks m->slot[c]). */
-static inline int rans_get(const rans_model *m, rans_dec *d, int c, uint32_t *sym) {
+/* One symbol of context c (which must be present: the caller checks m->slot[c]) in lane `lane`. */
+static inline int rans_get_in(const rans_model *m, rans_dec *d, unsigned lane, int c, uint32_t *sym) {
     const uint32_t *slot = m->slot[c];
     if (!slot) return BL_E_CORRUPT;
-    uint32_t *x = &d->x[d->count++ % RANS_LANES];
+    uint32_t *x = &d->x[lane % RANS_LANES];
     uint32_t e = slot[*x & (RANS_TOTAL - 1)];
     *sym = e & 0xFF;
     uint32_t v = ((e >> 20) + 1) * (*x >> RANS_PROB_BITS) + ((e >> 8) & 0xFFF);
@@ -34,35 +36,21 @@ static inline int rans_get(const rans_model *m, rans_dec *d, int c, uint32_t *sy
     return BL_OK;
 }
 
-/* n symbols of context c. When the stream holds a word for each of them (a symbol takes at most one), the loop
- * needs no bound check; otherwise it goes symbol by symbol. */
-static inline int rans_run(const rans_model *m, rans_dec *d, int c, size_t n, uint32_t *out,
-                           void (*simd)(uint32_t *, uint64_t *, const uint8_t **, const uint32_t *, size_t, uint32_t *)) {
-    const uint32_t *slot = m->slot[c];
-    if (!slot) return BL_E_CORRUPT;
-    if (simd && (size_t)(d->wend_p - d->wp) >= 2 * n + 32) {
-        simd(d->x, &d->count, &d->wp, slot, n, out);
+/* The next symbol in stream order: symbol i of the stream in lane i % 32. */
+static inline int rans_get(const rans_model *m, rans_dec *d, int c, uint32_t *sym) {
+    return rans_get_in(m, d, (unsigned)(d->count++ % RANS_LANES), c, sym);
+}
+
+/* A tile of n (<= 256) symbols of context c, symbol j in lane j % 32 (the int codec's layout). With the words for all
+ * of them and a SIMD kernel's overread at hand, the kernel runs; otherwise the checked loop. */
+typedef void rans_tile_kernel(uint32_t *state, const uint8_t **words, const uint32_t *slot, size_t n, uint32_t *out);
+static inline int rans_tile(const rans_model *m, rans_dec *d, int c, size_t n, uint32_t *out, rans_tile_kernel *simd) {
+    if (!m->slot[c]) return BL_E_CORRUPT;
+    if (simd && (size_t)(d->wend_p - d->wp) >= 2 * n + 64) {
+        simd(d->x, &d->wp, m->slot[c], n, out);
         return BL_OK;
     }
-    if ((size_t)(d->wend_p - d->wp) < 2 * n) {
-        for (size_t i = 0; i < n; i++) { int rc = rans_get(m, d, c, &out[i]); if (rc) return rc; }
-        return BL_OK;
-    }
-    const uint8_t *wp = d->wp;
-    unsigned lane = (unsigned)(d->count % RANS_LANES);
-    for (size_t i = 0; i < n; i++) {
-        uint32_t x = d->x[lane];
-        uint32_t e = slot[x & (RANS_TOTAL - 1)];
-        out[i] = e & 0xFF;
-        x = ((e >> 20) + 1) * (x >> RANS_PROB_BITS) + ((e >> 8) & 0xFFF);
-        uint32_t word = (uint32_t)wp[0] | (uint32_t)wp[1] << 8;
-        uint32_t more = 0u - (uint32_t)(x < RANS_L);     /* a mask, not a branch: the data decide it */
-        d->x[lane] = (x << (16 & more)) | (word & more);
-        wp += 2 & more;
-        lane = (lane + 1) % RANS_LANES;
-    }
-    d->wp = wp;
-    d->count += n;
+    for (size_t j = 0; j < n; j++) rans_get_in(m, d, (unsigned)j, c, &out[j]);
     return BL_OK;
 }
 

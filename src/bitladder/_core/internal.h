@@ -166,9 +166,9 @@ static inline uint64_t tb_get(bl_bitr *r, uint64_t n) {
     return wide ? longer : x;
 }
 
-/* ---- static interleaved rANS: 16 lanes, 32-bit states, 16-bit words, 12-bit probabilities ------------- */
+/* ---- static interleaved rANS: 32 lanes, 32-bit states, 16-bit words, 12-bit probabilities ------------- */
 
-#define RANS_LANES 16
+#define RANS_LANES 32
 #define RANS_PROB_BITS 12
 #define RANS_TOTAL (1u << RANS_PROB_BITS)
 #define RANS_L (1u << 16)
@@ -187,9 +187,8 @@ typedef struct { uint32_t *slot[RANS_CONTEXTS]; } rans_model;
 typedef struct { uint32_t x[RANS_LANES]; const uint8_t *wp, *wend_p; uint64_t count; int starved; } rans_dec;
 
 /* The uniform stream: symbol s of n equally likely values (2 <= n <= 4096) takes slots [cum(s), cum(s + 1)),
- * cum(s) = ceil(4096 s / n), no table sent. Its own words and 32 lanes (element j of a tile in lane j % 32), so that
- * a SIMD decoder runs two independent vectors of 16. */
-#define URANS_LANES 32
+ * cum(s) = ceil(4096 s / n), no table sent; its own words, element j of a tile in lane j % 32. */
+#define URANS_LANES RANS_LANES
 #define URANS_MAX 4096
 typedef struct { uint32_t x[URANS_LANES]; const uint8_t *wp, *wend_p; uint8_t *words; } urans_dec;
 /* A tile takes at most one word per element; the decoder's copy of the words has room to read a tile past the end

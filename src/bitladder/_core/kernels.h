@@ -2,7 +2,7 @@
 #ifndef BL_KERNELS_H
 #define BL_KERNELS_H
 
-#include "internal.h"
+#include "entropy.h"
 
 typedef struct {
     void (*codes)(const void *vals, size_t n, int dtype, int inner, float s, int max_code, int32_t *codes);
@@ -16,8 +16,8 @@ typedef struct {
     uint32_t (*compose_16)(const uint32_t *flag, const uint32_t *first, const uint32_t *count, const uint32_t *index,
                            const uint32_t *sign, int tz, const uint16_t *held, size_t n, uint16_t *out);
     void (*urans)(urans_dec *d, const uint32_t *flag, const uint32_t *count, size_t n, uint32_t *index);
-    /* rANS runs 16 symbols at a time, or NULL where the path has none (the scalar loop in entropy.h runs). */
-    void (*rans_run)(uint32_t *state, uint64_t *count, const uint8_t **words, const uint32_t *slot, size_t n, uint32_t *out);
+    /* A tile of one rANS context 32 symbols at a time, or NULL where the path has none (entropy.h's loop runs). */
+    rans_tile_kernel *rans_tile;
 } bl_kernels;
 
 #define BL_DECLARE_PATH(p) \
@@ -35,7 +35,7 @@ BL_DECLARE_PATH(scalar)
 BL_DECLARE_PATH(avx2)
 BL_DECLARE_PATH(avx512)
 
-void rans_run_avx512(uint32_t *, uint64_t *, const uint8_t **, const uint32_t *, size_t, uint32_t *);
+rans_tile_kernel rans_tile_avx512;
 
 const bl_kernels *bl_kernels_now(void);
 

@@ -9,45 +9,38 @@
 #define K_SIMD_URANS
 #include "kernels.inc"
 
-/* n symbols of one context, 16 at a time: lane j % 16 decodes symbol j, and the lanes whose state fell below L take
- * the next words in lane order (an expand of the next 16 words), as the scalar loop does one lane after another.
- * The caller guarantees 2 n + 32 readable bytes of words. */
-void rans_run_avx512(uint32_t *state, uint64_t *count, const uint8_t **words, const uint32_t *slot, size_t n,
-                     uint32_t *out) {
-    const uint8_t *wp = *words;
-    size_t i = 0;
-    for (; i < n && (*count + i) % RANS_LANES; i++) {               /* up to the first lane 0 */
-        uint32_t *x = &state[(*count + i) % RANS_LANES], e = slot[*x & (RANS_TOTAL - 1)];
-        out[i] = e & 0xFF;
-        uint32_t v = ((e >> 20) + 1) * (*x >> RANS_PROB_BITS) + ((e >> 8) & 0xFFF);
-        uint32_t more = 0u - (uint32_t)(v < RANS_L), word = (uint32_t)wp[0] | (uint32_t)wp[1] << 8;
-        *x = (v << (16 & more)) | (word & more);
-        wp += 2 & more;
-    }
+/* 16 lanes of a tile of one context over symbols j..j+15 (those below n): gather each lane's slot entry, step its
+ * state, and let the lanes that fell below L take the next words in lane order (an expand of the next 16). */
+static inline __attribute__((always_inline)) __m512i
+rans_vector(__m512i x, const uint32_t *slot, size_t j, size_t n, const uint8_t **wp, uint32_t *out) {
     const __m512i mask12 = _mm512_set1_epi32(RANS_TOTAL - 1), mask8 = _mm512_set1_epi32(0xFF);
     const __m512i one = _mm512_set1_epi32(1), low = _mm512_set1_epi32((int)RANS_L);
-    __m512i x = _mm512_loadu_si512(state);
-    for (; i + RANS_LANES <= n; i += RANS_LANES) {
-        __m512i e = _mm512_i32gather_epi32(_mm512_and_si512(x, mask12), (const void *)slot, 4);
-        _mm512_storeu_si512(out + i, _mm512_and_si512(e, mask8));
-        __m512i f = _mm512_add_epi32(_mm512_srli_epi32(e, 20), one);
-        __m512i bias = _mm512_and_si512(_mm512_srli_epi32(e, 8), mask12);
-        x = _mm512_add_epi32(_mm512_mullo_epi32(f, _mm512_srli_epi32(x, RANS_PROB_BITS)), bias);
-        __mmask16 more = _mm512_cmplt_epu32_mask(x, low);
-        __m512i next = _mm512_maskz_expand_epi32(more, _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)wp)));
-        x = _mm512_mask_or_epi32(x, more, _mm512_slli_epi32(x, 16), next);
-        wp += 2 * (unsigned)__builtin_popcount((unsigned)more);
+    __mmask16 valid = j + 16 <= n ? (__mmask16)0xFFFF : j < n ? (__mmask16)((1u << (n - j)) - 1) : 0;
+    __m512i e = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), valid, _mm512_and_si512(x, mask12),
+                                            (const void *)slot, 4);
+    _mm512_mask_storeu_epi32(out + j, valid, _mm512_and_si512(e, mask8));
+    __m512i f = _mm512_add_epi32(_mm512_srli_epi32(e, 20), one);
+    __m512i bias = _mm512_and_si512(_mm512_srli_epi32(e, 8), mask12);
+    __m512i v = _mm512_add_epi32(_mm512_mullo_epi32(f, _mm512_srli_epi32(x, RANS_PROB_BITS)), bias);
+    __mmask16 more = valid & _mm512_cmplt_epu32_mask(v, low);
+    __m512i next = _mm512_maskz_expand_epi32(more, _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)*wp)));
+    x = _mm512_mask_mov_epi32(x, valid, v);
+    x = _mm512_mask_or_epi32(x, more, _mm512_slli_epi32(x, 16), next);
+    *wp += 2 * (unsigned)__builtin_popcount((unsigned)more);
+    return x;
+}
+
+/* A tile of one context, symbol j in lane j % 32: two vectors of 16 lanes side by side, so that their dependency
+ * chains overlap. The caller guarantees 2 n + 64 readable bytes of words. */
+void rans_tile_avx512(uint32_t *state, const uint8_t **words, const uint32_t *slot, size_t n, uint32_t *out) {
+    const uint8_t *wp = *words;
+    __m512i xa = _mm512_loadu_si512(state), xb = _mm512_loadu_si512(state + 16);
+    for (size_t j = 0; j < n; j += RANS_LANES) {
+        xa = rans_vector(xa, slot, j, n, &wp, out);
+        xb = rans_vector(xb, slot, j + 16, n, &wp, out);
     }
-    _mm512_storeu_si512(state, x);
-    for (; i < n; i++) {                                             /* the rest, lane by lane */
-        uint32_t *s = &state[(*count + i) % RANS_LANES], e = slot[*s & (RANS_TOTAL - 1)];
-        out[i] = e & 0xFF;
-        uint32_t v = ((e >> 20) + 1) * (*s >> RANS_PROB_BITS) + ((e >> 8) & 0xFFF);
-        uint32_t more = 0u - (uint32_t)(v < RANS_L), word = (uint32_t)wp[0] | (uint32_t)wp[1] << 8;
-        *s = (v << (16 & more)) | (word & more);
-        wp += 2 & more;
-    }
-    *count += n;
+    _mm512_storeu_si512(state, xa);
+    _mm512_storeu_si512(state + 16, xb);
     *words = wp;
 }
 
