@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -21,3 +22,12 @@ def mobilenet_path() -> Path:
     path = Path(module.__file__).parent / "weights" / "mobilenet_v2-b0353104.pth"
     assert path.exists(), path
     return path
+
+
+@pytest.fixture(scope="session")
+def minilm_layer0(minilm_path: Path) -> dict[str, np.ndarray]:
+    """A small real model: MiniLM's embeddings (without the 30522-row word table) and its first encoder layer."""
+    from safetensors.numpy import load_file
+
+    return {name: array for name, array in load_file(str(minilm_path)).items()
+            if name.startswith(("embeddings.", "encoder.layer.0.")) and name != "embeddings.word_embeddings.weight"}

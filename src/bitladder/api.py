@@ -13,6 +13,7 @@ from .codecs.blocks import encode_tensor
 from .codecs.entropy import DEFAULT_LEVEL
 from .codecs.ladder import DEFAULT_LADDER, DEFAULT_MIN_SIZE, Ladder
 from .delivery.client import Download
+from .errors import UsageError
 from .format.reader import Package, StreamDecoder
 from .format.spec import Manifest
 from .format.writer import PackageWriter, Priorities
@@ -27,8 +28,8 @@ def encode(
     output: str | os.PathLike[str],
     *,
     ladder: str | Ladder = DEFAULT_LADDER,
-    group_size: int = 0,
-    min_size: int = DEFAULT_MIN_SIZE,
+    group_size: int | None = None,
+    min_size: int | None = None,
     model_id: str | None = None,
     model_version: str = "1",
     schedule: str = "source",
@@ -42,11 +43,12 @@ def encode(
     >>> manifest.rung_bytes()                                                       # doctest: +SKIP
     [20930000, 58500000]
 
-    `schedule="rd"` orders each rung's chunks by `priorities` ((tensor name, rung) -> value, highest first),
-    e.g. from `bitladder.eval.rd.rd_priorities`.
+    `ladder` is a comma-separated list of rungs (`group_size`, default 0: one scale per output channel, and
+    `min_size`, default 4096, complete it) or a `Ladder`, which holds both itself: passing either with a
+    `Ladder` is a `UsageError`, as is an unknown rung. `schedule="rd"` orders each rung's chunks by
+    `priorities` ((tensor name, rung) -> value, highest first), e.g. from `bitladder.eval.rd.rd_priorities`.
     """
-    if isinstance(ladder, str):
-        ladder = Ladder.parse(ladder, group_size=group_size, min_size=min_size)
+    ladder = _ladder(ladder, group_size, min_size)
     if isinstance(source, SourceModel):
         model = source
     elif isinstance(source, Mapping):
@@ -71,6 +73,25 @@ def encode(
     except BaseException:
         writer.abort()
         raise
+
+
+def _ladder(ladder: str | Ladder, group_size: int | None, min_size: int | None) -> Ladder:
+    if isinstance(ladder, Ladder):
+        given = [f"{name}={value!r}" for name, value in (("group_size", group_size), ("min_size", min_size))
+                 if value is not None]
+        if given:
+            raise UsageError(f"{' and '.join(given)} given with a Ladder object, which sets its own (min_size "
+                             f"{ladder.min_size}); pass them to Ladder / Ladder.parse instead, or pass the ladder "
+                             "as a string such as 'int8,exact'")
+        return ladder
+    if not isinstance(ladder, str):
+        raise UsageError(f"ladder must be a string such as 'int8,exact' or a Ladder, not {type(ladder).__name__}")
+    try:
+        return Ladder.parse(ladder, group_size=0 if group_size is None else group_size,
+                            min_size=DEFAULT_MIN_SIZE if min_size is None else min_size)
+    except ValueError as exc:
+        raise UsageError(f"ladder {ladder!r}: {exc} (a ladder is comma-separated rungs from int2..int8, bf16, "
+                         "fp16, exact, each more precise than the one before, e.g. 'int4,int8,exact')") from exc
 
 
 def open(source: str | os.PathLike[str] | bytes | bytearray | memoryview,  # noqa: A001

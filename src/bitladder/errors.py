@@ -10,8 +10,12 @@
     ├── SourceError                 a model file we cannot read
     │   └── UnsupportedDtypeError   a tensor dtype the codec does not handle
     ├── DecoderStateError           a call the decoder cannot honour in its current state
+    ├── UsageError (also ValueError)    an argument outside its valid choices, or options that conflict
+    │   └── UnknownTensorError (also KeyError)  no tensor of that name in the package
+    ├── FileAccessError (also OSError)  a package file that cannot be opened (errno and filename set)
+    │   └── MissingFileError (also FileNotFoundError)   no file at that path
     ├── delivery.errors.DeliveryError   HTTP: AuthError, NotFoundError, PackageChangedError, ConnectionLostError,
-    │                                   IntegrityError, ServerResponseError, ConfigError
+    │                                   IntegrityError, ServerResponseError, ConfigError (a UsageError too)
     └── runtime.errors.RuntimeUpdateError   device runtime: PackageMismatchError, ModelMismatchError,
                                             SourceUnavailableError
 
@@ -63,3 +67,31 @@ class UnsupportedDtypeError(SourceError):
 
 class DecoderStateError(BitladderError):
     """The decoder was asked for something its state does not allow."""
+
+
+class UsageError(BitladderError, ValueError):
+    """An argument is not one of its valid choices (the message lists them), or two options conflict.
+
+    It is also a `ValueError`, so code written against the builtin keeps working.
+    """
+
+
+class UnknownTensorError(UsageError, KeyError):
+    """The package has no tensor of that name (also a `KeyError`, as for a dict)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class FileAccessError(BitladderError, OSError):
+    """A file cannot be opened: a folder, no permission, ... (`errno`, `strerror` and `filename` are set)."""
+
+
+class MissingFileError(FileAccessError, FileNotFoundError):
+    """No file at that path."""
+
+
+def file_access_error(exc: OSError, what: str) -> FileAccessError:
+    """The typed error for an `OSError` raised while opening `what` (e.g. "package")."""
+    kind = MissingFileError if isinstance(exc, FileNotFoundError) else FileAccessError
+    return kind(exc.errno, f"cannot open {what}: {exc.strerror}", exc.filename)

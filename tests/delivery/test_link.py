@@ -18,6 +18,8 @@ from bitladder.delivery import (
     parse_duration,
     parse_rate,
 )
+from bitladder.delivery.link import make_link
+from bitladder.errors import UsageError
 
 from .conftest import make_package, serve_bytes
 
@@ -152,3 +154,29 @@ def test_rung_limited_fetch_on_the_virtual_link(tmp_path: Path) -> None:
     assert download.stats.received == base.end                    # header, manifest, int8: nothing more
     assert download.stats.requests == 3                           # header, manifest, data
     assert clock.now() == pytest.approx(3 * 0.05 + 8 * base.end / 20e6, rel=0.01)
+
+
+def test_make_link_applies_options_on_top_of_a_profile() -> None:
+    base = PROFILES["cell-20m"]
+    link = make_link("cell-20m", rtt="120ms", loss=0.01)
+    assert link is not None
+    assert (link.rate, link.rtt, link.loss) == (base.rate, 0.12, 0.01)
+    assert make_link("cell-20m", rate="5mbit") == Link(rate=5e6, rtt=base.rtt)
+    assert make_link("cell-20m") == base
+    assert make_link(rate="5mbit", rtt="30ms", loss=0.02) == make_link("cell-5m", rate="5mbit", rtt="30ms", loss=0.02)
+    assert make_link() is None and make_link(loss=0.0) is None
+
+
+@pytest.mark.parametrize("options", [{"rtt": "30ms"}, {"loss": 0.1}, {"rate": "5mbit", "trace": "t.csv"},
+                                     {"profile": "cell-2g"}], ids=["rtt-alone", "loss-alone", "rate-and-trace", "profile"])
+def test_make_link_refuses_options_it_would_drop(options: dict[str, object]) -> None:
+    with pytest.raises(ConfigError) as info:
+        make_link(**options)  # type: ignore[arg-type]
+    assert isinstance(info.value, UsageError) and isinstance(info.value, ValueError)
+
+
+def test_make_link_trace_replaces_a_profiles_rate(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.csv"
+    trace.write_text("time_s,bit_per_s\n0,1e6\n2,4e6\n")
+    link = make_link("cell-100m", trace=str(trace), loss=0.05)
+    assert link == Link(rate=0.0, rtt=PROFILES["cell-100m"].rtt, trace=((0.0, 1e6), (2.0, 4e6)), loss=0.05)

@@ -8,14 +8,14 @@
         ├── ConnectionLostError       retries with backoff ran out
         ├── IntegrityError            a chunk failed verification again after one re-fetch
         ├── ServerResponseError       an answer the client cannot use (bad status, bad Content-Range)
-        └── ConfigError               a bad rate, RTT, trace file or profile name
+        └── ConfigError               a bad rate, RTT, trace file or profile name (also a UsageError)
 
 Each message names the URL (or file) and the byte offset involved.
 """
 
 from __future__ import annotations
 
-from ..errors import BitladderError
+from ..errors import BitladderError, UsageError
 
 
 class DeliveryError(BitladderError):
@@ -46,5 +46,5 @@ class ServerResponseError(DeliveryError):
     """The server answered with something the client cannot use."""
 
 
-class ConfigError(DeliveryError):
-    """A link setting (rate, RTT, trace, profile) cannot be parsed."""
+class ConfigError(DeliveryError, UsageError):
+    """A link setting (rate, RTT, trace, profile) cannot be parsed, or two settings conflict."""

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import bisect
 import csv
+import dataclasses
 import random
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -208,14 +209,32 @@ class ShapedTransport(httpx.BaseTransport):
 
 
 def make_link(profile: str | None = None, rate: str | None = None, rtt: str | None = None,
-              trace: str | None = None, loss: float = 0.0) -> Link | None:
-    """The link the CLI options describe, or None when emulation is off."""
-    if profile is not None:
-        if profile not in PROFILES:
-            raise ConfigError(f"unknown link profile {profile!r}; known: {', '.join(sorted(PROFILES))}")
-        return PROFILES[profile]
-    if rate is None and trace is None:
+              trace: str | None = None, loss: float | None = None) -> Link | None:
+    """The link the CLI options describe, or None when emulation is off.
+
+    With a `profile`, the other options override its settings (`rate` or `trace` its bandwidth, `rtt`,
+    `loss`). `rate` with `trace`, or an `rtt` or nonzero `loss` without a profile, rate or trace, is a
+    `ConfigError`: an option is never silently dropped.
+
+    >>> make_link("cell-20m", rtt="120ms", loss=0.01)                  # doctest: +ELLIPSIS
+    Link(rate=20000000.0, rtt=0.12, trace=(), loss=0.01, ...)
+    """
+    if rate is not None and trace is not None:
+        raise ConfigError("give a link rate or a trace, not both (a trace sets the rate at every moment)")
+    if profile is None and rate is None and trace is None:
+        if rtt is not None or loss:  # a loss of 0 on no emulated link drops nothing
+            raise ConfigError("an RTT or loss needs a link to apply to: give a rate, a trace or a profile "
+                              f"({', '.join(sorted(PROFILES))})")
         return None
-    steps: Sequence[tuple[float, float]] = load_trace(trace) if trace else ()
-    return Link(rate=parse_rate(rate) if rate else 0.0, rtt=parse_duration(rtt) if rtt else 0.0,
-                trace=tuple(steps), loss=loss)
+    if profile is not None and profile not in PROFILES:
+        raise ConfigError(f"unknown link profile {profile!r}; known: {', '.join(sorted(PROFILES))}")
+    link = PROFILES[profile] if profile is not None else Link(rate=1.0)  # rate and rtt replaced below
+    if rate is not None:
+        link = dataclasses.replace(link, rate=parse_rate(rate), trace=())
+    elif trace is not None:
+        link = dataclasses.replace(link, rate=0.0, trace=load_trace(trace))
+    if rtt is not None or profile is None:
+        link = dataclasses.replace(link, rtt=parse_duration(rtt) if rtt is not None else 0.0)
+    if loss is not None:
+        link = dataclasses.replace(link, loss=loss)
+    return link

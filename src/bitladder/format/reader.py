@@ -4,6 +4,11 @@ The decoder keeps, per tensor, the state of the last chunk that verified. A chun
 does not decode changes nothing: `feed` returns the error (with the chunks of that call that verified before
 it), the tensors stay usable at the rung they had reached, and the decoder refuses further bytes until
 `rewind()` (the stream position is no longer trustworthy).
+
+Tensors come back in their source dtype: float32, float16, bfloat16 (an `ml_dtypes.bfloat16` array), bool,
+and the integer dtypes. `raw=True` gives the storage the codec works on instead: floats as their unsigned bit
+patterns (uint32 for float32, uint16 for float16 and bfloat16), bool as uint8; both are views of the same
+memory, so `array.view(np.uint32)` on a float32 tensor is free either way.
 """
 
 from __future__ import annotations
@@ -14,15 +19,33 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Final
 
+import ml_dtypes
 import numpy as np
 from numpy.typing import NDArray
 
 from ..codecs.blocks import TensorState
 from ..codecs.states import TensorSpec
-from ..errors import ChunkIntegrityError, DecoderStateError, FormatError, TruncatedError
+from ..errors import (
+    ChunkIntegrityError,
+    DecoderStateError,
+    FormatError,
+    TruncatedError,
+    UnknownTensorError,
+    UsageError,
+    file_access_error,
+)
 from .framer import Chunk, Fed, Framed, Framer
 from .spec import HEADER_SIZE, Header, Manifest, digest
+
+# The numpy dtype of each source dtype whose storage is another dtype's bits (the rest are stored as they are).
+SOURCE_VIEWS: Final[dict[str, np.dtype[Any]]] = {
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype(ml_dtypes.bfloat16),
+    "BOOL": np.dtype(np.bool_),
+}
 
 
 @dataclass(frozen=True)
@@ -130,8 +153,12 @@ class StreamDecoder(Framed):
         self._released.add(index)
 
     def _index(self, name: str) -> int:
-        self._manifest()
-        return self._names[name]
+        manifest = self._manifest()
+        try:
+            return self._names[name]
+        except KeyError:
+            raise UnknownTensorError(f"package {manifest.model_id!r} has no tensor {name!r} "
+                                     f"(it has {len(self._names)}, e.g. {list(self._names)[:3]})") from None
 
     def _state(self, index: int) -> TensorState:
         state = self._states[index]
@@ -155,15 +182,22 @@ class StreamDecoder(Framed):
         """Rung reached by each tensor (-1: nothing yet)."""
         return {spec.name: r for spec, r in zip(self._manifest().tensors, self._reached, strict=False)}
 
-    def tensor(self, name: str) -> NDArray[np.generic]:
-        """The tensor as it stands, in its source dtype (bf16 as uint16 bits), shaped."""
-        index = self._index(name)
-        return _materialize(self._manifest().tensors[index], self._state(index))
+    def tensor(self, name: str, *, raw: bool = False) -> NDArray[np.generic]:
+        """The tensor as it stands at its current rung, shaped, in its source dtype (bfloat16 as an
+        `ml_dtypes.bfloat16` array); `raw=True`: its storage bits instead (see the module docstring).
 
-    def tensors(self) -> dict[str, NDArray[np.generic]]:
-        """Every tensor that has reached at least its first rung (and was not released)."""
+        >>> decoder.tensor("embeddings.LayerNorm.weight").dtype              # doctest: +SKIP
+        dtype('float32')
+        >>> decoder.tensor("embeddings.LayerNorm.weight", raw=True).dtype    # doctest: +SKIP
+        dtype('uint32')
+        """
+        index = self._index(name)
+        return _materialize(self._manifest().tensors[index], self._state(index), raw)
+
+    def tensors(self, *, raw: bool = False) -> dict[str, NDArray[np.generic]]:
+        """Every tensor that has reached at least its first rung (and was not released), as `tensor()`."""
         manifest = self._manifest()
-        return {spec.name: _materialize(spec, state)
+        return {spec.name: _materialize(spec, state, raw)
                 for spec, state in zip(manifest.tensors, self._states, strict=False) if state is not None}
 
     def values(self, name: str) -> NDArray[np.float32]:
@@ -173,10 +207,12 @@ class StreamDecoder(Framed):
         return self._state(index).values().reshape(spec.shape)
 
 
-def _materialize(spec: TensorSpec, state: TensorState | None) -> NDArray[np.generic]:
+def _materialize(spec: TensorSpec, state: TensorState | None, raw: bool) -> NDArray[np.generic]:
     if state is None:
         raise DecoderStateError(f"tensor {spec.name!r} has not arrived yet")
-    return state.bits().reshape(spec.shape)
+    bits = state.bits().reshape(spec.shape)
+    view = None if raw else SOURCE_VIEWS.get(spec.dtype)
+    return bits if view is None else bits.view(view)
 
 
 class Package:
@@ -209,7 +245,11 @@ class Package:
         if isinstance(source, (bytes, bytearray, memoryview)):
             return cls(memoryview(source), max_bytes=max_bytes)
         path = Path(source)
-        with open(path, "rb") as handle:
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - closed below; mmap keeps its own reference
+        except OSError as exc:
+            raise file_access_error(exc, "package") from exc
+        with handle:
             size = os.fstat(handle.fileno()).st_size
             if size == 0:
                 raise TruncatedError(f"{path}: empty file")
@@ -221,17 +261,20 @@ class Package:
         start = self.data_start + entry.offset
         return memoryview(self._data)[start:start + entry.length]
 
-    def decode(self, rung: int | None = None, threads: int = 1) -> dict[str, NDArray[np.generic]]:
-        """Every tensor at `rung` (default: the last), in source dtype and shape, in source order.
+    def decode(self, rung: int | str | None = None, threads: int = 1, *,
+               raw: bool = False) -> dict[str, NDArray[np.generic]]:
+        """Every tensor at `rung` (a name such as `"int8"` or a position; default: the last), in source order,
+        shaped, in its source dtype (bfloat16 as `ml_dtypes.bfloat16`); `raw=True`: the storage bits instead.
 
         With `threads` > 1, the chunks of one rung (each a different block) are checked and decoded in parallel:
-        the core releases the interpreter lock, and a block's rungs still go in order."""
-        top = len(self.manifest.ladder.rungs) - 1
-        rung = top if rung is None else rung
-        if not 0 <= rung <= top:
-            raise ValueError(f"rung {rung} out of range 0..{top}")
-        if not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        the core releases the interpreter lock, and a block's rungs still go in order.
+
+        >>> package.decode("int8")["embeddings.LayerNorm.weight"].dtype       # doctest: +SKIP
+        dtype('float32')
+        """
+        rung = self.manifest.rung_index(rung)
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+            raise UsageError(f"threads must be a positive integer, got {threads!r}")
         states: list[TensorState | None] = [
             TensorState(plan) for plan in self.manifest.plans] if self.manifest.tensors else []
 
@@ -251,7 +294,8 @@ class Package:
                         one(index)
                 else:
                     list(pool.map(one, indices))
-        return {spec.name: _materialize(spec, state) for spec, state in zip(self.manifest.tensors, states, strict=False)}
+        return {spec.name: _materialize(spec, state, raw)
+                for spec, state in zip(self.manifest.tensors, states, strict=False)}
 
     def stream(self, piece_size: int = 1 << 20) -> StreamDecoder:
         """A decoder fed with this package's bytes (handy for tests and for measuring the stream path)."""

@@ -14,8 +14,10 @@ Chunk digests are "blake3:" + the 64 hex digits of the BLAKE3 digest of the chun
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import operator
 import reprlib
 import struct
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ import blake3
 from ..codecs.ladder import Ladder
 from ..codecs.plan import TensorPlan, plan_tensor
 from ..codecs.states import STORAGE, TensorSpec
-from ..errors import BadMagicError, ManifestError, UnsupportedVersionError
+from ..errors import BadMagicError, ManifestError, UnsupportedVersionError, UsageError
 
 MAGIC: Final = b"BLAD"
 VERSION: Final = 2
@@ -179,6 +181,25 @@ class Manifest:
         for chunk in self.chunks:
             sizes[chunk.rung] += chunk.length
         return sizes
+
+    def rung_index(self, rung: int | str | None) -> int:
+        """The position of `rung`, given by name (`"int8"`) or position (0 is the first rung); None is the last
+        rung. Anything else raises `UsageError` listing the rungs.
+
+        >>> manifest.rung_index("exact"), manifest.rung_index(None), manifest.rung_index(0)   # doctest: +SKIP
+        (1, 1, 0)
+        """
+        names = self.ladder.names
+        if rung is None:
+            return len(names) - 1
+        if isinstance(rung, str) and rung in names:
+            return names.index(rung)
+        if not isinstance(rung, (str, bool)):
+            with contextlib.suppress(TypeError):  # any integer, numpy's too
+                if 0 <= (position := operator.index(rung)) < len(names):
+                    return position
+        choices = ", ".join(f"{index} or {name!r}" for index, name in enumerate(names))
+        raise UsageError(f"no rung {rung!r} in package {self.model_id!r}; its rungs are {choices}")
 
     def rung_end(self, rung: int) -> int:
         """Data offset just past the last chunk of `rung` (a device wanting only that rung stops here)."""

@@ -4,6 +4,9 @@ An adapter (torch module, ONNX session) turns a decoded tensor into its own form
 lock), may build something from a batch of them (`stage`, outside any lock, e.g. an ONNX session), and
 swaps them in (`commit`, under the write lock, pointer moves only). Forward passes hold the read lock, so a
 swap never happens inside one and a forward pass never sees a half-written tensor.
+
+The background threads are daemons; `close()` stops and joins them, and `runtime.shutdown` closes every
+runtime still refining at interpreter exit.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from ..codecs.states import TensorSpec
-from ..errors import BitladderError, FormatError
+from ..errors import BitladderError, FormatError, UsageError
 from ..format.reader import StreamDecoder, TensorUpdate
 from ..format.spec import Manifest
+from . import shutdown
 from .errors import ModelMismatchError, PackageMismatchError, RuntimeUpdateError
 from .feed import DEFAULT_PIECE, Source, open_source
 
@@ -108,7 +112,7 @@ class ProgressiveRuntime(Generic[P]):
                  on_update: Callable[[Update], None] | None = None, piece_size: int = DEFAULT_PIECE,
                  model_id: str | None = None, model_version: str | None = None) -> None:
         if apply not in APPLY_MODES:
-            raise ValueError(f"apply must be one of {APPLY_MODES}, got {apply!r}")
+            raise UsageError(f"apply must be one of {', '.join(map(repr, APPLY_MODES))}, got {apply!r}")
         self._adapter = adapter
         self._apply = apply
         self._on_update = on_update
@@ -150,18 +154,21 @@ class ProgressiveRuntime(Generic[P]):
         """Whether the background thread is still consuming the stream."""
         return self._running
 
-    def rung_index(self, rung: int | str) -> int:
-        assert self.manifest is not None
-        return self.manifest.ladder.index(rung) if isinstance(rung, str) else rung
+    def rung_index(self, rung: int | str | None) -> int:
+        """The position of `rung` (a name such as `"int8"`, a position, or None: the last); `UsageError` if the
+        package has no such rung."""
+        assert self.manifest is not None  # the constructor returns only once the manifest has arrived
+        return self.manifest.rung_index(rung)
 
     def wait(self, rung: int | str | None = None, timeout: float | None = None) -> bool:
-        """Block until every tensor is at `rung` (default: the last); False on timeout.
+        """Block until every tensor is at `rung` (a name or position; default: the last); False on timeout.
 
-        Raises the stream's error (or `RuntimeUpdateError` if it ended early) when `rung` cannot come.
+        Raises `UsageError` for a rung the package does not have, the stream's error (or `RuntimeUpdateError`
+        if it ended early) when `rung` cannot come.
         """
         assert self.manifest is not None
         top = len(self.manifest.ladder.rungs) - 1
-        target = top if rung is None else self.rung_index(rung)
+        target = self.rung_index(rung)
         # At the last rung, also wait for the stream threads to end, so that a caller may exit right after.
         with self._cond:
             self._cond.wait_for(lambda: (self.rung >= target and (target < top or not self._running))
@@ -189,10 +196,19 @@ class ProgressiveRuntime(Generic[P]):
         self._start(source, first=False)
 
     def close(self, timeout: float | None = 1.0) -> None:
-        """Stop consuming the stream after the piece in hand (the model keeps serving its current rung)."""
+        """Stop consuming the stream after the piece in hand and join the background threads, waiting up to
+        `timeout` seconds for each (the model keeps serving its current rung). Safe to call twice.
+
+        A source that blocks (an HTTP read, a `PieceQueue` nobody feeds) keeps its thread until it returns.
+        """
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        with self._outbox_cond:
+            self._outbox_cond.notify_all()  # a swapper waiting for work sees the stop
+        for thread in (self._thread, self._swapper):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout)
+        if self._thread is None or not self._thread.is_alive():
+            shutdown.unregister(self)
 
     # -- opening a stream -----------------------------------------------------------------------
 
@@ -215,6 +231,7 @@ class ProgressiveRuntime(Generic[P]):
             self._swapper.start()
         self._thread = threading.Thread(target=self._consume, args=(decoder, pieces), daemon=True,
                                         name="bitladder-refine")
+        shutdown.register(self)
         self._thread.start()
 
     def _read_first_rung(self, decoder: StreamDecoder,
@@ -316,7 +333,7 @@ class ProgressiveRuntime(Generic[P]):
         """Swap in everything the stream thread prepared, at each chance between two forward passes."""
         while True:
             with self._outbox_cond:
-                self._outbox_cond.wait_for(lambda: bool(self._outbox) or self._feeding_done)
+                self._outbox_cond.wait_for(lambda: bool(self._outbox) or self._feeding_done or self._stop.is_set())
                 if not self._outbox or self._stop.is_set():
                     return
                 ready, self._outbox = self._outbox, {}
@@ -422,7 +439,8 @@ class RuntimeFacade:
         return self.runtime.rungs()
 
     def wait(self, rung: int | str | None = None, timeout: float | None = None) -> bool:
-        """Block until every tensor reached `rung` (default: the last); False on timeout."""
+        """Block until every tensor reached `rung` (a name such as `"int8"` or a position; default: the last);
+        False on timeout. A rung the package does not have is a `UsageError`."""
         return self.runtime.wait(rung, timeout)
 
     @property

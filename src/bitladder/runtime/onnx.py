@@ -91,7 +91,7 @@ class OnnxAdapter:
         """The tensor as ONNX Runtime takes it: float32/16/64 values, other dtypes (bf16 too) as storage."""
         if spec.dtype in _NUMPY:
             return decoder.values(spec.name).astype(_NUMPY[spec.dtype], copy=False)
-        return decoder.tensor(spec.name)
+        return decoder.tensor(spec.name, raw=True)
 
     def nbytes(self, prepared: NDArray[Any]) -> int:
         return int(prepared.nbytes)

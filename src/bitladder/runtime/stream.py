@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import shutdown
+
 Predict = Callable[[Any], tuple[Any, int]]
 
 
@@ -56,6 +58,7 @@ class StreamRunner:
         self._lock = threading.Lock()
         self.error: BaseException | None = None
         self._worker = threading.Thread(target=self._work, daemon=True, name="bitladder-stream")
+        shutdown.register(self)
         self._worker.start()
 
     def submit(self, item: Any) -> int:
@@ -91,6 +94,8 @@ class StreamRunner:
         """Answer what is queued, stop the worker, and return every input's record in order."""
         self._queue.put(None)
         self._worker.join(timeout)
+        if not self._worker.is_alive():
+            shutdown.unregister(self)
         return self.records()
 
     def records(self) -> list[InputRecord]:
