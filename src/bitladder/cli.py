@@ -1,38 +1,55 @@
-"""The `bitladder` command: encode, inspect, decode, serve, push, fetch, eval. The only module that prints or exits."""
+"""The `bitladder` command: encode, inspect, decode, serve, push, fetch, eval. The only module that prints or exits.
+
+Every failure is one line on stderr and exit status 2; Ctrl-C is one line and 130. Outputs are written whole or
+not at all (`bitladder.outputs`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
 import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from . import api
+from . import __version__, api
+from .cliargs import LADDER_HELP, RUNG_NAMES, check_ladder
 from .codecs.entropy import DEFAULT_LEVEL
 from .codecs.ladder import DEFAULT_LADDER, DEFAULT_MIN_SIZE
 from .delivery.commands import register as register_delivery
 from .errors import BitladderError
 from .eval.commands import register as register_eval
 from .format.reader import Package
+from .format.spec import Manifest
 from .format.writer import SCHEDULES
-from .sources import write_safetensors
+from .outputs import STDOUT, check_output, write_model
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
+DESCRIPTION = ("Progressive model delivery: a .blad package holds an inference-ready int8 (or lower) base first, "
+               "then refinements up to the bit-exact source model.")
+INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
 
 def _progress() -> Progress:
+    # Only on a terminal: elsewhere (a log, a pipe) a live display leaves a stray empty line.
     return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                    console=console, transient=True)
+                    console=console, transient=True, disable=not console.is_terminal)
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
+    check_ladder(args.ladder)
+    check_output(args.output)  # before reading the model
     started = time.perf_counter()
     with _progress() as bar:
         task = bar.add_task("encoding", total=None)
@@ -44,85 +61,141 @@ def cmd_encode(args: argparse.Namespace) -> None:
                               min_size=args.min_size, model_id=args.model_id, model_version=args.model_version,
                               schedule=args.schedule, level=args.level, progress=report)
     seconds = time.perf_counter() - started
-    size = Path(args.output).stat().st_size
-    console.print(f"wrote {args.output}: {size:,} bytes, {len(manifest.tensors)} tensors, "
-                  f"ladder {','.join(manifest.ladder.names)}, in {seconds:.1f} s")
+    size = len(manifest.encode()) + manifest.data_length
+    console.print(escape(f"wrote {args.output}: {size:,} bytes, {len(manifest.tensors)} tensors, "
+                         f"ladder {','.join(manifest.ladder.names)}, in {seconds:.1f} s"))
+
+
+def _rung_rows(manifest: Manifest) -> list[dict[str, Any]]:
+    source_bytes = max(sum(t.nbytes for t in manifest.tensors), 1)
+    tensors_per_rung = Counter(rung for rung, _ in {(chunk.rung, chunk.tensor) for chunk in manifest.chunks})
+    rows, cumulative = [], 0
+    for index, (rung, size) in enumerate(zip(manifest.ladder.rungs, manifest.rung_bytes(), strict=False)):
+        cumulative += size
+        rows.append({"name": rung.name, "bytes": size, "percent_of_source": round(100 * size / source_bytes, 4),
+                     "cumulative_percent": round(100 * cumulative / source_bytes, 4),
+                     "tensors": tensors_per_rung.get(index, 0)})
+    return rows
+
+
+def _tensor_rows(manifest: Manifest) -> list[dict[str, Any]]:
+    names, last = manifest.ladder.names, len(manifest.ladder.rungs) - 1
+    per_rung = [[0] * len(names) for _ in manifest.tensors]
+    exact_at: list[int | None] = [None] * len(manifest.tensors)
+    for chunk in manifest.chunks:
+        per_rung[chunk.tensor][chunk.rung] += chunk.length
+        at = exact_at[chunk.tensor]
+        if chunk.reaches == last and (at is None or chunk.rung < at):
+            exact_at[chunk.tensor] = chunk.rung
+    return [{"name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape), "bytes": spec.nbytes,
+             "rung_bytes": dict(zip(names, sizes, strict=True)),
+             "exact_at": None if at is None else names[at]}
+            for spec, sizes, at in zip(manifest.tensors, per_rung, exact_at, strict=True)]
 
 
 def rung_table(package: Package) -> Table:
     """Per rung: bytes, share of the source, cumulative share, tensors delivered in it."""
     manifest = package.manifest
-    source_bytes = sum(t.nbytes for t in manifest.tensors)
-    tensors_per_rung = Counter(chunk.rung for chunk in manifest.chunks)
-    table = Table(title=f"{manifest.model_id} v{manifest.model_version}")
+    table = Table(title=escape(f"{manifest.model_id} v{manifest.model_version}"))
     for column in ("rung", "bytes", "% of source", "cumulative %", "tensors"):
         table.add_column(column, justify="left" if column == "rung" else "right")
-    cumulative = 0
-    for index, (rung, size) in enumerate(zip(manifest.ladder.rungs, manifest.rung_bytes(), strict=False)):
-        cumulative += size
-        table.add_row(rung.name, f"{size:,}", f"{100 * size / max(source_bytes, 1):.2f}",
-                      f"{100 * cumulative / max(source_bytes, 1):.2f}", str(tensors_per_rung.get(index, 0)))
+    for row in _rung_rows(manifest):
+        table.add_row(row["name"], f"{row['bytes']:,}", f"{row['percent_of_source']:.2f}",
+                      f"{row['cumulative_percent']:.2f}", str(row["tensors"]))
     return table
+
+
+def tensor_table(package: Package) -> Table:
+    """Per tensor: dtype, shape, source bytes, package bytes in each rung, and the rung at which it is exact."""
+    names = package.manifest.ladder.names
+    table = Table(title="tensors")
+    for column in ("tensor", "dtype", "shape", "bytes", *names, "exact at"):
+        table.add_column(column, justify="left" if column in ("tensor", "dtype", "shape", "exact at") else "right")
+    for row in _tensor_rows(package.manifest):
+        table.add_row(escape(row["name"]), row["dtype"], "x".join(map(str, row["shape"])) or "scalar",
+                      f"{row['bytes']:,}", *(f"{row['rung_bytes'][n]:,}" for n in names), row["exact_at"] or "-")
+    return table
+
+
+def inspect_json(package: Package, tensors: bool) -> dict[str, Any]:
+    """What `inspect` shows, as one JSON object (`--json`); `tensors` adds the per-tensor rows."""
+    manifest = package.manifest
+    report: dict[str, Any] = {
+        "model_id": manifest.model_id, "model_version": manifest.model_version,
+        "source": {"format": manifest.source.get("format"), "digest": manifest.source.get("digest"),
+                   "bytes": sum(t.nbytes for t in manifest.tensors),
+                   "dtypes": dict(sorted(Counter(t.dtype for t in manifest.tensors).items()))},
+        "package_bytes": package.data_start + manifest.data_length, "header_bytes": package.data_start,
+        "schedule": manifest.schedule, "rungs": _rung_rows(manifest)}
+    if tensors:
+        report["tensors"] = _tensor_rows(manifest)
+    return report
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
     package = Package.open(args.package)
+    if args.json:
+        sys.stdout.write(json.dumps(inspect_json(package, args.tensors), indent=2, ensure_ascii=False) + "\n")
+        return
     manifest = package.manifest
     dtypes = Counter(t.dtype for t in manifest.tensors)
     source_bytes = sum(t.nbytes for t in manifest.tensors)
-    out.print(f"model      {manifest.model_id}  version {manifest.model_version}")
-    out.print(f"source     {manifest.source.get('format', '?')}, {source_bytes:,} bytes, "
-              f"dtypes {', '.join(f'{d} x{n}' for d, n in sorted(dtypes.items()))}")
-    out.print(f"digest     {manifest.source.get('digest', '?')}")
-    out.print(f"package    {package.data_start + manifest.data_length:,} bytes "
-              f"(header and manifest {package.data_start:,}), schedule {manifest.schedule}")
+    lines = [f"model      {manifest.model_id}  version {manifest.model_version}",
+             f"source     {manifest.source.get('format', '?')}, {source_bytes:,} bytes, "
+             f"dtypes {', '.join(f'{d} x{n}' for d, n in sorted(dtypes.items()))}",
+             f"digest     {manifest.source.get('digest', '?')}",
+             f"package    {package.data_start + manifest.data_length:,} bytes "
+             f"(header and manifest {package.data_start:,}), schedule {manifest.schedule}"]
+    for line in lines:
+        out.print(escape(line))
     out.print(rung_table(package))
+    if args.tensors:
+        out.print(tensor_table(package))
 
 
 def cmd_decode(args: argparse.Namespace) -> None:
     package = Package.open(args.package)
     manifest = package.manifest
-    rung = manifest.ladder.index(args.rung) if args.rung else len(manifest.ladder.rungs) - 1
-    with console.status(f"decoding at rung {manifest.ladder.rungs[rung].name}"):
+    rung = manifest.rung_index(args.rung or None)
+    check_output(args.output)  # before decoding
+    name = manifest.ladder.rungs[rung].name
+    status = console.status(f"decoding at rung {name}") if console.is_terminal else contextlib.nullcontext()
+    with status:
         tensors = package.decode(rung)
-    if manifest.source.get("format") == "onnx":
-        from .sources.onnx import write_onnx
-
-        write_onnx(Path(args.output), tensors, manifest.source.get("metadata") or {})
-        console.print(f"wrote {args.output}: ONNX model at rung {manifest.ladder.rungs[rung].name}")
-        return
-    specs = {t.name: t for t in manifest.tensors}
-    write_safetensors(Path(args.output), {name: (specs[name].dtype, array) for name, array in tensors.items()},
-                      manifest.source.get("metadata") or None)
-    console.print(f"wrote {args.output}: {len(tensors)} tensors at rung {manifest.ladder.rungs[rung].name}")
+        written = write_model(args.output, manifest, tensors)
+    where = "stdout" if args.output == STDOUT else args.output
+    console.print(escape(f"wrote {where}: {len(tensors)} tensors ({written}) at rung {name}"))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bitladder", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="bitladder", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"bitladder {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     encode = commands.add_parser("encode", help="encode a model into a progressive .blad package")
     encode.add_argument("source", help=".safetensors file, Hugging Face folder, .pt/.pth/.bin state dict, or .onnx")
     encode.add_argument("-o", "--output", required=True, help="package to write (.blad)")
-    encode.add_argument("--ladder", default=DEFAULT_LADDER, help=f"rungs in order (default {DEFAULT_LADDER})")
+    encode.add_argument("--ladder", default=DEFAULT_LADDER, help=f"{LADDER_HELP} (default {DEFAULT_LADDER})")
     encode.add_argument("--group-size", type=int, default=0, help="inputs per scale for int rungs (0: per channel)")
     encode.add_argument("--min-size", type=int, default=DEFAULT_MIN_SIZE,
                         help=f"tensors with fewer elements go exact in the first rung (default {DEFAULT_MIN_SIZE})")
     encode.add_argument("--model-id", help="model id recorded in the package (default: output file stem)")
-    encode.add_argument("--model-version", default="1")
+    encode.add_argument("--model-version", default="1", help="model version recorded in the package (default 1)")
     encode.add_argument("--schedule", choices=sorted(SCHEDULES), default="source",
                         help="order of chunks within a rung")
-    encode.add_argument("--level", type=int, default=DEFAULT_LEVEL, help="zstd level")
+    encode.add_argument("--level", type=int, default=DEFAULT_LEVEL, help=f"zstd level (default {DEFAULT_LEVEL})")
     encode.set_defaults(run=cmd_encode)
 
     inspect = commands.add_parser("inspect", help="show a package's rungs and sizes")
-    inspect.add_argument("package")
+    inspect.add_argument("package", help="package file (.blad)")
+    inspect.add_argument("--tensors", action="store_true", help="also show each tensor's bytes per rung")
+    inspect.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of tables")
     inspect.set_defaults(run=cmd_inspect)
 
     decode = commands.add_parser("decode", help="write the model at a rung (safetensors, or ONNX for ONNX sources)")
-    decode.add_argument("package")
-    decode.add_argument("-o", "--output", required=True, help="file to write (.safetensors, or .onnx)")
-    decode.add_argument("--rung", help="rung name (default: the last)")
+    decode.add_argument("package", help="package file (.blad)")
+    decode.add_argument("-o", "--output", required=True, help="file to write (.safetensors, or .onnx); - for stdout")
+    decode.add_argument("--rung", help=f"rung name, one of the package's ({RUNG_NAMES}); default: the last")
     decode.set_defaults(run=cmd_decode)
 
     register_delivery(commands)
@@ -130,12 +203,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_gone() -> None:
+    """stdout was closed under us (`| head`): send what is left to /dev/null so the exit does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
+    except KeyboardInterrupt:
+        written = "; no output was written" if args.command in ("encode", "decode", "fetch") else ""
+        console.print(f"interrupted: bitladder {args.command} stopped{written}")
+        return INTERRUPTED
+    except BrokenPipeError:
+        _stdout_gone()
+        return 2
     except (BitladderError, ValueError, OSError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        console.print(f"[red]error:[/red] {escape(message)}")
         return 2
     return 0
 

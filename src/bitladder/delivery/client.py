@@ -5,9 +5,10 @@
         ├── _open               send with Range / If-Range; map statuses to typed errors
         └── _consume            feed pieces to the sink; refetch a bad chunk once; record rung events
 
-A dropped connection or a 5xx resumes from the last verified byte (`sink.rewind()`) with bounded
-exponential backoff. Every request after the first carries `If-Range` with the first answer's ETag, so a
-package replaced on the server stops the download with `PackageChangedError` instead of mixing versions.
+A dropped connection, a timeout, a 5xx or a 429 resumes from the last verified byte (`sink.rewind()`) with
+bounded exponential backoff; what no retry can cure (a bad URL or scheme, another 4xx) fails at once.
+Every request after the first carries `If-Range` with the first answer's ETag, so a package replaced
+on the server stops the download with `PackageChangedError` instead of mixing versions.
 
 >>> decoder = fetch("http://127.0.0.1:8000/models/minilm.blad")           # doctest: +SKIP
 >>> decoder.tensor("embeddings.word_embeddings.weight").shape               # doctest: +SKIP
@@ -98,7 +99,16 @@ class Stats:
 
 
 class _Retryable(Exception):
-    """A failure that a reconnect may cure (dropped connection, 5xx, short body)."""
+    """A failure that a reconnect may cure (dropped connection, timeout, 5xx, 429, short body)."""
+
+
+def _check_url(url: str) -> None:
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ConfigError(f"{url!r} is not a URL: {exc}") from exc
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ConfigError(f"{url!r} is not an http:// or https:// URL")
 
 
 class Download:
@@ -112,6 +122,7 @@ class Download:
     def __init__(self, url: str, *, rung: str | int | None = None, sink: Sink | None = None,
                  transport: httpx.BaseTransport | None = None, clock: Clock | None = None,
                  retry: Retry = Retry(), token: str | None = None, timeout: float = 10.0) -> None:
+        _check_url(url)
         self.url = url
         self.sink: Sink = sink if sink is not None else StreamDecoder()
         self.clock = clock or RealClock()
@@ -212,6 +223,8 @@ class Download:
                 yield from self._consume(response, start, end)
             finally:
                 response.close()
+        except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
+            raise ServerResponseError(f"{self.url}: the request cannot be sent: {exc}") from exc
         except httpx.TransportError as exc:
             raise _Retryable(f"connection failed at byte {self.offset}: {exc!r}") from exc
 
@@ -234,8 +247,8 @@ class Download:
             raise AuthError(f"{self.url}: the server answered {status} (token missing or wrong)")
         if status == 404:
             raise NotFoundError(f"{self.url}: no such package (404)")
-        if status >= 500:
-            raise _Retryable(f"server error {status} at byte {start}")
+        if status >= 500 or status == 429:
+            raise _Retryable(f"server answered {status} {response.reason_phrase} at byte {start}")
         etag = response.headers.get("ETag")
         if status == 416:
             raise PackageChangedError(f"{self.url}: range from byte {start} is no longer satisfiable "
@@ -254,7 +267,7 @@ class Download:
             if self.total is not None and total != self.total:
                 raise PackageChangedError(f"{self.url}: size changed from {self.total} to {total} bytes")
         else:
-            raise ServerResponseError(f"{self.url}: unexpected status {status} at byte {start}")
+            raise ServerResponseError(f"{self.url}: unexpected status {status} {response.reason_phrase} at byte {start}")
         if self.etag is not None and etag is not None and etag != self.etag:
             raise PackageChangedError(f"{self.url}: ETag changed from {self.etag} to {etag}")
         self.etag = self.etag or etag

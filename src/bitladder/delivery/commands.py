@@ -8,15 +8,23 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+from rich.markup import escape as escape_text
 
-from ..format.reader import StreamDecoder
-from ..sources import write_safetensors
+from ..format.reader import Package, StreamDecoder
+from ..outputs import check_output, write_model
 from .client import Download
 from .errors import AuthError, ConfigError, DeliveryError
 from .link import PROFILES, ShapedTransport, make_link, parse_rate
+
+log = logging.getLogger(__name__)
 
 
 def _token(args: argparse.Namespace) -> str | None:
@@ -26,6 +34,17 @@ def _token(args: argparse.Namespace) -> str | None:
         except OSError as exc:
             raise ConfigError(f"cannot read token file {args.token_file}: {exc}") from exc
     return os.environ.get("BITLADDER_TOKEN") or None
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that a bad host or port is one error, not a server's traceback."""
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port}: a TCP port is 0..65535 (0: any free port)")
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -38,8 +57,40 @@ def cmd_serve(args: argparse.Namespace) -> None:
         raise ConfigError(f"{root} is not a directory")
     rate = parse_rate(args.rate) if args.rate else None
     app = create_app(root, token=_token(args), protect_reads=args.protect_reads, rate=rate)
+    sock = _listen(args.host, args.port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    host, port = sock.getsockname()[:2]
+    log.info("serving %s on http://%s:%d/models (Ctrl-C to stop)", root, f"[{host}]" if ":" in host else host, port)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=port, log_level="info"))
+    with sock:
+        server.run(sockets=[sock])
+
+
+def push_url(url: str, name: str) -> str:
+    """Where `push` PUTs a package called `name`.
+
+    >>> push_url("http://h:8000", "m.blad"), push_url("http://h/pkgs/", "m.blad"), push_url("http://h/x.blad", "m.blad")
+    ('http://h:8000/models/m.blad', 'http://h/pkgs/m.blad', 'http://h/x.blad')
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{url!r} is not an http(s) URL")
+    if parts.path.endswith(".blad"):
+        return url
+    server = parts.path in ("", "/") and not parts.query  # a bitladder server's address: its /models folder
+    folder = "/models" if server else parts.path.rstrip("/")  # else a folder, with or without its final /
+    return urlunsplit(parts._replace(path=f"{folder}/{name}"))
+
+
+def _refusal(response: httpx.Response) -> str:
+    """The server's reason for an error answer: its JSON `error`, else the start of its text."""
+    try:
+        body = response.json()
+        reason = body.get("error") if isinstance(body, dict) else None
+    except ValueError:
+        reason = None
+    text = str(reason or response.text)
+    return " ".join(text.split())[:300]
 
 
 def cmd_push(args: argparse.Namespace) -> None:
@@ -49,90 +100,121 @@ def cmd_push(args: argparse.Namespace) -> None:
     if token is None:
         raise AuthError("push needs a token: --token-file F or BITLADDER_TOKEN")
     path = Path(args.package)
-    url = args.url if args.url.endswith(".blad") else f"{args.url.rstrip('/')}/models/{path.name}"
+    Package.open(path)  # a missing file or a non-package fails here, before any request
+    size = path.stat().st_size
+    url = push_url(args.url, path.name)
 
-    def body() -> object:
+    def body() -> Iterator[bytes]:
         with open(path, "rb") as handle:
             while piece := handle.read(1 << 20):
                 yield piece
 
-    response = httpx.put(url, content=body(), headers={"Authorization": f"Bearer {token}"}, timeout=60)  # type: ignore[arg-type]
+    headers = {"Authorization": f"Bearer {token}", "Content-Length": str(size)}
+    try:
+        response = httpx.put(url, content=body(), headers=headers, timeout=60)
+    except httpx.HTTPError as exc:
+        raise DeliveryError(f"{url}: upload failed: {exc or type(exc).__name__}") from exc
+    status = f"{response.status_code} {response.reason_phrase}".strip()
+    reason = _refusal(response)
     if response.status_code in (401, 403):
-        raise AuthError(f"{url}: the server refused the token ({response.status_code})")
-    if response.status_code not in (200, 201):
-        raise DeliveryError(f"{url}: upload refused ({response.status_code}): {response.text[:300]}")
-    entry = response.json()
-    Console(stderr=True).print(f"published {url}: {entry['size']:,} bytes, etag {entry['etag']}")
+        raise AuthError(f"{url}: the server refused the token ({status}){': ' + reason if reason else ''}")
+    if not response.is_success:
+        raise DeliveryError(f"{url}: upload refused ({status}){': ' + reason if reason else ''}")
+    try:
+        etag = f", etag {response.json()['etag']}"
+    except (ValueError, KeyError, TypeError):
+        etag = ""  # a plain HTTP server (nginx WebDAV) answers without a catalog entry
+    Console(stderr=True, soft_wrap=True).print(escape_text(f"published {url}: {size:,} bytes{etag}"))
+
+
+def _check_link_options(args: argparse.Namespace) -> None:
+    """--rtt and --loss shape an emulated --rate or --trace link; a --profile has its own."""
+    for option, value in (("--rtt", args.rtt), ("--loss", args.loss)):
+        if value is None:
+            continue
+        if args.profile:
+            raise ConfigError(f"{option} goes with --rate or --trace; profile {args.profile} sets its own")
+        if not (args.rate or args.trace):
+            raise ConfigError(f"{option} goes with --rate or --trace (it shapes an emulated link)")
 
 
 def cmd_fetch(args: argparse.Namespace) -> None:
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TransferSpeedColumn,
-    )
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-    link = make_link(args.profile, args.rate, args.rtt, args.trace, args.loss)
+    _check_link_options(args)
+    loss = () if args.loss is None else (args.loss,)  # unset: make_link keeps its default (a profile's own loss)
+    link = make_link(args.profile, args.rate, args.rtt, args.trace, *loss)
+    check_output(args.output)  # before downloading anything
     transport: httpx.BaseTransport = httpx.HTTPTransport()
     if link is not None:
         transport = ShapedTransport(transport, link)
     download = Download(args.url, rung=args.rung, transport=transport, token=_token(args))
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
+    started, shown = time.monotonic(), 0
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  console=console, transient=True) as bar:
+                  TimeRemainingColumn(), console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("manifest", total=None)
         for _ in download:
             names = download.sink.manifest.ladder.names if download.sink.manifest else []
             reached = download.decoder.rung
             bar.update(task, completed=download.sink.position, total=download.target(),
                        description=f"rung {names[reached] if reached >= 0 else '-'}")
-    decoder = download.decoder
-    _write(decoder, Path(args.output))
-    for event in download.events:
-        console.print(f"rung {event.name}: verified at byte {event.end:,}")
-    console.print(f"wrote {args.output}; {download.stats.received:,} bytes received, "
-                  f"{download.stats.reconnects} reconnects, {download.stats.refetches} re-fetched chunks")
+            shown = _show_rungs(bar.console, download, shown, started)
+        shown = _show_rungs(bar.console, download, shown, started)
+    written = _write(download.decoder, args.output)
+    console.print(escape_text(f"wrote {args.output} ({written}); {download.stats.received:,} bytes received, "
+                              f"{download.stats.reconnects} reconnects, {download.stats.refetches} re-fetched chunks"))
 
 
-def _write(decoder: StreamDecoder, output: Path) -> None:
+def _show_rungs(console: Any, download: Download, shown: int, started: float) -> int:
+    """Print each rung once, when it verifies; returns how many are printed."""
+    for event in download.events[shown:]:
+        if event.verified is None:
+            break
+        console.print(f"rung {event.name}: verified at byte {event.end:,}, {time.monotonic() - started:.1f} s")
+        shown += 1
+    return shown
+
+
+def _write(decoder: StreamDecoder, output: str) -> str:
     manifest = decoder.manifest
     if manifest is None:
         raise DeliveryError("nothing was downloaded")
-    specs = {t.name: t for t in manifest.tensors}
-    tensors = decoder.tensors()
-    write_safetensors(output, {name: (specs[name].dtype, array) for name, array in tensors.items()},
-                      manifest.source.get("metadata") or None)
+    return write_model(output, manifest, decoder.tensors())
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add `serve`, `push` and `fetch` to the `bitladder` command."""
+    token_help = "file holding the bearer token (default: the BITLADDER_TOKEN variable)"
     serve = subparsers.add_parser("serve", help="serve every .blad in a folder over HTTP (Starlette/uvicorn)")
-    serve.add_argument("directory")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--token-file", help="bearer token required for PUT (and reads with --protect-reads)")
+    serve.add_argument("directory", help="folder of .blad packages, served as /models/NAME.blad")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port, 0..65535 (default 8000; 0: any free port)")
+    serve.add_argument("--token-file", help=f"{token_help}; required for PUT (and for reads with --protect-reads); "
+                                            "without one, uploads are refused")
     serve.add_argument("--protect-reads", action="store_true", help="require the token for GET/HEAD too")
     serve.add_argument("--rate", help="pace each response, e.g. 100mbit (demos on one machine)")
     serve.set_defaults(run=cmd_serve)
 
     push = subparsers.add_parser("push", help="publish a package to a server (HTTP PUT)")
-    push.add_argument("package")
-    push.add_argument("url", help="server URL, or the full .../models/NAME.blad URL")
-    push.add_argument("--token-file")
+    push.add_argument("package", help="package file (.blad) to upload")
+    push.add_argument("url", help="http://HOST:PORT (goes to /models/NAME.blad), a folder URL (ending in /: the "
+                                  "file name is appended), or the full .../NAME.blad URL")
+    push.add_argument("--token-file", help=token_help)
     push.set_defaults(run=cmd_push)
 
-    fetch = subparsers.add_parser("fetch", help="download a package progressively and write safetensors")
-    fetch.add_argument("url")
-    fetch.add_argument("-o", "--output", required=True, help="safetensors file to write")
-    fetch.add_argument("--rung", help="stop after this rung (downloads only its bytes)")
-    fetch.add_argument("--token-file")
+    fetch = subparsers.add_parser("fetch", help="download a package progressively and write the model")
+    fetch.add_argument("url", help="http(s) URL of a package, e.g. http://127.0.0.1:8000/models/NAME.blad")
+    fetch.add_argument("-o", "--output", required=True,
+                       help="file to write: safetensors (ONNX for an ONNX source); - for stdout")
+    fetch.add_argument("--rung", help="stop after this rung (downloads only its bytes); default: the last")
+    fetch.add_argument("--token-file", help=f"{token_help}; for servers run with --protect-reads")
     link = fetch.add_mutually_exclusive_group()
     link.add_argument("--rate", help="emulate a link of this rate, e.g. 50mbit")
     link.add_argument("--trace", help="emulate a link following a CSV of time_s,bit_per_s")
-    link.add_argument("--profile", choices=sorted(PROFILES), help="a named link profile")
-    fetch.add_argument("--rtt", help="emulated round-trip time, e.g. 30ms (with --rate or --trace)")
-    fetch.add_argument("--loss", type=float, default=0.0, help="probability of a stall per 16 KiB piece")
+    link.add_argument("--profile", choices=sorted(PROFILES), help="a named link profile (its own rate and RTT)")
+    fetch.add_argument("--rtt", help="emulated round-trip time, e.g. 30ms (only with --rate or --trace)")
+    fetch.add_argument("--loss", type=float,
+                       help="probability of a stall per 16 KiB piece (only with --rate or --trace)")
     fetch.set_defaults(run=cmd_fetch)

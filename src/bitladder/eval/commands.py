@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from ..cliargs import LADDER_HELP, check_ladder
+from ..errors import BitladderError
 from .schemes import NNCODEC_QP
 
 # The scenario, its tasks and its report import torch: they are imported when `eval` runs, so that the
@@ -26,6 +28,11 @@ if TYPE_CHECKING:
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True, width=140)
 DEFAULT_CACHE = Path.home() / ".cache" / "bitladder"
+EVAL_EXTRA = "pip install 'bitladder[eval]'"
+
+
+class MissingExtraError(BitladderError):
+    """`eval` needs a package of the `eval` extra (torch, transformers, ...) that is not installed."""
 
 
 class LiveProgress:
@@ -62,25 +69,6 @@ def summary_table(result: EvalResult) -> Table:
     return table
 
 
-def claim_lines(result: EvalResult) -> list[str]:
-    from .report import claims
-
-    c = claims(result)
-    lines = []
-    if "package_over_zstd" in c:
-        lines.append(f"package {c['package_bytes'] / 1e6:.1f} MB = {c['package_over_zstd']:.3f}x fp32+zstd")
-    if "package_over_zipnn" in c:
-        lines.append(f"package = {c['package_over_zipnn']:.3f}x fp32+ZipNN")
-    if c.get("ttfi_over_zstd_load") is not None:
-        lines.append(f"TTFI / fp32+zstd load = {c['ttfi_over_zstd_load']:.3f} (target <= 0.3)")
-    if c.get("exact_over_zipnn_load") is not None:
-        lines.append(f"time to exact / fp32+ZipNN load = {c['exact_over_zipnn_load']:.3f} (target <= 1.0)")
-    if "auc_rd" in c:
-        lines.append(f"held-model quality after first answers: RD {c['held_auc_rd']:.6f} vs rung-major "
-                     f"{c['held_auc_rung_major']:.6f} (target RD >= rung-major)")
-    return lines
-
-
 def config_from(args: argparse.Namespace, link: str | None = None, ladder: str | None = None) -> ScenarioConfig:
     from .scenario import ScenarioConfig
 
@@ -90,12 +78,25 @@ def config_from(args: argparse.Namespace, link: str | None = None, ladder: str |
                           nncodec_qp=args.qp, cache=None if args.no_cache else DEFAULT_CACHE)
 
 
-def cmd_eval(args: argparse.Namespace) -> None:
-    import torch
+def _check(args: argparse.Namespace) -> None:
+    """Options `eval` would otherwise refuse only after encoding the model."""
+    check_ladder(args.ladder)
+    if args.sweep:
+        for ladder in args.sweep_ladders.split(";"):
+            check_ladder(ladder, "--sweep-ladders")
 
-    from .report import write_report
-    from .scenario import run_eval
-    from .tasks import get_task
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    _check(args)
+    try:
+        import torch
+
+        from .report import write_report
+        from .scenario import run_eval
+        from .tasks import get_task
+    except ModuleNotFoundError as exc:
+        raise MissingExtraError(f"bitladder eval needs {exc.name or 'the eval extra'}, which is not installed: "
+                                f"{EVAL_EXTRA}") from exc
 
     torch.set_num_threads(args.threads)  # the other core decodes refinements, as on a device
     folder = Path(args.output)
@@ -110,7 +111,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
         result = run_eval(task, config_from(args), Path(tmp), LiveProgress(console))
     path = write_report(result, folder)
     out.print(summary_table(result))
-    for line in claim_lines(result):
+    from .report import TTFI_DEFINITION, target_lines
+
+    out.print(TTFI_DEFINITION)
+    for line in target_lines(result):
         out.print(line)
     out.print(f"report: {path} (metrics.json and plots beside it)")
 
@@ -119,9 +123,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="minilm",
                         help="minilm, mobilenetv2, mtcnn, tiny (a test MLP), a Hugging Face text encoder folder, or "
                              "any model file or folder (quality then measured on the weights)")
-    parser.add_argument("--ladder", default="int8,exact")
+    parser.add_argument("--ladder", default="int8,exact", help=f"{LADDER_HELP} (default int8,exact)")
     parser.add_argument("--link", default="100mbit", help="1100mbit, 100mbit, 20mbit, 5mbit, or a trace .csv (time_s,bit_per_s)")
-    parser.add_argument("--apply", choices=("incremental", "atomic"), default="incremental")
+    parser.add_argument("--apply", choices=("incremental", "atomic"), default="incremental",
+                        help="incremental (default): swap in each refined tensor as it verifies; atomic: swap a "
+                             "whole rung at once")
     parser.add_argument("--order", choices=("rung", "rd"), default="rung",
                         help="rd: also run a package in rate-distortion order and compare their AUC")
     parser.add_argument("--baselines", default="fp32,fp32+zstd,fp32+zipnn", help="comma list of baselines")
@@ -133,8 +139,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--buffer", action="store_true", help="queue inputs instead of dropping them when busy")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for inference")
     parser.add_argument("--sweep", action="store_true", help="run every --sweep-links x --sweep-ladders")
-    parser.add_argument("--sweep-links", default="1100mbit,100mbit,20mbit")
-    parser.add_argument("--sweep-ladders", default="int8,exact;int4,int8,exact;bf16,exact")
+    parser.add_argument("--sweep-links", default="1100mbit,100mbit,20mbit",
+                        help="comma list of links for --sweep (as --link; default 1100mbit,100mbit,20mbit)")
+    parser.add_argument("--sweep-ladders", default="int8,exact;int4,int8,exact;bf16,exact",
+                        help="semicolon list of ladders for --sweep (each as --ladder; "
+                             "default int8,exact;int4,int8,exact;bf16,exact)")
     parser.add_argument("-o", "--output", default="report", help="folder for report.md, metrics.json, plots")
 
 

@@ -17,6 +17,8 @@ from typing import IO, Any
 from ..codecs.ladder import Ladder
 from ..codecs.plan import TensorPlan, plan_tensor
 from ..codecs.states import TensorSpec
+from ..errors import UsageError
+from ..outputs import check_output, output_file
 from .spec import ChunkEntry, Manifest, digest
 
 Schedule = Callable[[Sequence[TensorSpec], Sequence[int]], list[int]]
@@ -76,11 +78,11 @@ class PackageWriter:
                  source: dict[str, Any], ladder: Ladder, schedule: str = "source",
                  priorities: Priorities | None = None) -> None:
         if schedule == PRIORITY_SCHEDULE and priorities is None:
-            raise ValueError(f"schedule {PRIORITY_SCHEDULE!r} needs priorities")
+            raise UsageError(f"schedule {PRIORITY_SCHEDULE!r} needs priorities")
         if schedule != PRIORITY_SCHEDULE and priorities is not None:
-            raise ValueError(f"priorities given, but schedule is {schedule!r}, not {PRIORITY_SCHEDULE!r}")
+            raise UsageError(f"priorities given, but schedule is {schedule!r}, not {PRIORITY_SCHEDULE!r}")
         if schedule not in SCHEDULES and schedule != PRIORITY_SCHEDULE:
-            raise ValueError(f"unknown schedule {schedule!r}; known: {', '.join([*SCHEDULES, PRIORITY_SCHEDULE])}")
+            raise UsageError(f"unknown schedule {schedule!r}; known: {', '.join([*SCHEDULES, PRIORITY_SCHEDULE])}")
         self._priorities = dict(priorities or {})
         self._path = Path(path)
         self._meta = (model_id, model_version, source, ladder, schedule)
@@ -88,6 +90,7 @@ class PackageWriter:
         self._plans: list[TensorPlan] = []
         self._names: set[str] = set()
         self._chunks: list[ChunkEntry] = []  # offsets into the spool until `finish` lays them out
+        check_output(self._path)  # before encoding anything; the spool's error would name only a temporary file
         # Open across calls until finish() or abort() closes it, so no context manager.
         self._spool: IO[bytes] | None = tempfile.TemporaryFile(dir=self._path.parent)  # noqa: SIM115
         self._spool_size = 0
@@ -140,19 +143,16 @@ class PackageWriter:
         return manifest, ordered
 
     def finish(self) -> Manifest:
-        """Write the file (atomically: a temporary name, then a rename) and close the writer."""
+        """Write the file (atomically: a temporary file, fsynced, then renamed; see `bitladder.outputs`)."""
         spool = self._open_spool()
         manifest, ordered = self._layout()
-        tmp = self._path.with_name(f".{self._path.name}.{os.getpid()}.tmp")
         try:
-            with open(tmp, "wb") as out:
+            with output_file(self._path) as out:
                 out.write(manifest.encode())
                 for chunk in ordered:
                     spool.seek(chunk.offset)
                     _copy(spool, out, chunk.length)
-            os.replace(tmp, self._path)
         finally:
-            tmp.unlink(missing_ok=True)
             spool.close()
             self._spool = None
         return manifest
