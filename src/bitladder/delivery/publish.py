@@ -1,0 +1,171 @@
+"""`PUT /models/NAME.blad`: spool the body to a hidden file in the folder, verify it as it passes, rename it in.
+
+Everything that touches the file or the verifier runs in a worker thread, so a large manifest (parsed when its
+last byte arrives) never stalls the event loop; memory stays bounded by the server's manifest limit (checked
+on the 40 header bytes, before the manifest is received) plus one spool block. The package replaces the old
+one only when every digest matched and its catalog entry is valid (see `catalog.check_entry`); the temporary
+file is removed on every other outcome, including a client that goes away mid-upload (one log line).
+
+    201/200   published (new / replaced); the body is the catalog entry
+    412       If-Match / If-None-Match failed (`If-None-Match: *` publishes only a new name)
+    413       the manifest is larger than the server's limit
+    422       the package does not verify, or its catalog entry could not be listed
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import anyio
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from ..errors import FormatError
+from ..format.spec import HEADER_SIZE, Header
+from .catalog import entry_of, open_package, resolve
+from .httputil import preconditions, strong_etag
+from .verify import PackageVerifier
+
+log = logging.getLogger(__name__)
+
+_RENAMES = threading.Lock()
+SPOOL = 1024 * 1024  # body bytes gathered on the loop before one worker-thread call writes and verifies them
+
+
+class ManifestTooLarge(FormatError):
+    """The upload's header declares a manifest larger than the server accepts (answered with 413)."""
+
+
+class PreconditionFailed(Exception):
+    """If-Match / If-None-Match do not hold for the package now in place (answered with 412)."""
+
+
+def current_etag(root: Path, name: str) -> str | None:
+    """The ETag of the package now served as `name`, None when there is none (or it is not a package)."""
+    path = resolve(root, name)
+    if path is None:
+        return None
+    try:
+        fd = open_package(path)
+    except OSError:
+        return None
+    try:
+        header = os.pread(fd, HEADER_SIZE, 0)
+        Header.unpack(header)
+        return strong_etag(header, os.fstat(fd).st_size)
+    except FormatError:
+        return None
+    finally:
+        os.close(fd)
+
+
+class _Upload:
+    """One upload's spool file and verifier; every method runs in a worker thread."""
+
+    def __init__(self, temporary: Path, max_manifest: int) -> None:
+        self.temporary, self.max_manifest = temporary, max_manifest
+        self.verifier = PackageVerifier()
+        self._head: bytearray | None = bytearray()
+        self._file = open(temporary, "xb")  # noqa: SIM115 - closed by finish() or abort()
+
+    @property
+    def awaiting_header(self) -> bool:
+        return self._head is not None
+
+    def take(self, data: bytes) -> None:
+        if self._head is not None:
+            self._head += data[:HEADER_SIZE - len(self._head)]
+            if len(self._head) == HEADER_SIZE:
+                length = Header.unpack(self._head).manifest_length
+                if length > self.max_manifest:
+                    raise ManifestTooLarge(f"manifest of {length} bytes exceeds this server's limit of "
+                                           f"{self.max_manifest}")
+                self._head = None
+        self._file.write(data)
+        self.verifier.feed(data).raise_for_error()
+
+    def finish(self, path: Path, headers: dict[str, str]) -> tuple[dict[str, Any], bool]:
+        """Close and check the spooled package, then rename it over `path`; returns its entry, and whether it
+        replaced a package."""
+        self.verifier.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        fd = open_package(self.temporary)
+        try:
+            entry = entry_of(fd, path.name, self.max_manifest)
+        finally:
+            os.close(fd)
+        with _RENAMES:  # check and rename as one step: another PUT may have landed during the upload
+            etag = current_etag(path.parent, path.name)
+            if preconditions("PUT", headers, etag) is not None:
+                raise PreconditionFailed(f"the package changed to {etag} during the upload")
+            os.replace(self.temporary, path)
+        return entry, etag is not None
+
+    def abort(self) -> None:
+        self._file.close()
+        self.temporary.unlink(missing_ok=True)
+
+
+async def publish(request: Request, root: Path, name: str, max_manifest: int) -> Response:
+    """Receive, verify and publish the package in `request`'s body as `root / name` (see the module docstring)."""
+    path = root / name
+    headers = {key: value for key, value in request.headers.items() if key in ("if-match", "if-none-match")}
+    if preconditions("PUT", headers, await anyio.to_thread.run_sync(current_etag, root, name)) is not None:
+        log.warning("412 PUT %s: If-Match / If-None-Match do not hold", path.name)
+        return Response(status_code=412)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
+    try:
+        upload = await anyio.to_thread.run_sync(_Upload, temporary, max_manifest)
+    except OSError as exc:
+        return _store_failed(path, exc)
+    try:
+        await _receive(request, upload)
+        entry, replaced = await anyio.to_thread.run_sync(upload.finish, path, headers)
+    except ManifestTooLarge as exc:
+        return _refuse(413, path, exc)
+    except FormatError as exc:
+        return _refuse(422, path, exc)
+    except PreconditionFailed as exc:
+        log.warning("412 PUT %s: %s", path.name, exc)
+        return Response(status_code=412)
+    except ClientDisconnect:
+        log.info("PUT %s: the client went away after %d bytes; upload dropped", path.name,
+                 upload.verifier.position + upload.verifier.pending)
+        return Response(status_code=400)
+    except OSError as exc:
+        return _store_failed(path, exc)
+    finally:
+        await anyio.to_thread.run_sync(upload.abort)
+    log.info("published %s (%d bytes)", path.name, entry["size"])
+    return JSONResponse(entry, status_code=200 if replaced else 201, headers={"ETag": entry["etag"]})
+
+
+async def _receive(request: Request, upload: _Upload) -> None:
+    pending = bytearray()
+    async for piece in request.stream():
+        pending += piece
+        if len(pending) >= SPOOL or (upload.awaiting_header and len(pending) >= HEADER_SIZE):
+            await anyio.to_thread.run_sync(upload.take, bytes(pending))
+            pending.clear()
+    if pending:
+        await anyio.to_thread.run_sync(upload.take, bytes(pending))
+
+
+def _refuse(status: int, path: Path, exc: Exception) -> Response:
+    log.warning("%d PUT %s: upload rejected: %s", status, path.name, exc)
+    return JSONResponse({"error": f"{path.name}: {exc}"}, status_code=status)
+
+
+def _store_failed(path: Path, exc: OSError) -> Response:
+    """The folder is full or not writable: one log line, not a traceback."""
+    log.error("PUT %s failed: %s", path.name, exc)
+    return JSONResponse({"error": f"{path.name}: could not store the package"},
+                        status_code=507 if exc.errno == errno.ENOSPC else 500)
