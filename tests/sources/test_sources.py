@@ -87,6 +87,18 @@ def test_unsupported_dtypes_are_typed_errors(tmp_path):
         load_source(tmp_path / "f8.safetensors")
 
 
+def _entry(start, end):
+    return {"dtype": "F32", "shape": [(end - start) // 4], "data_offsets": [start, end]}
+
+
+def _raw(header, size):
+    return struct.pack("<Q", len(header)) + header + bytes(size)
+
+
+def _blob(header, size):
+    return _raw(json.dumps(header).encode(), size)
+
+
 _SHORT = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}}).encode()
 
 
@@ -96,6 +108,17 @@ _SHORT = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}
     (struct.pack("<Q", 1 << 40) + b"{}", "exceeds"),
     (struct.pack("<Q", 2) + b"[]", "not a JSON object"),
     (struct.pack("<Q", len(_SHORT)) + _SHORT + bytes(8), "offsets"),
+    (_blob({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, 16), "belong to no tensor|end at byte"),
+    (_blob({"a": _entry(0, 8), "b": _entry(4, 12)}, 12), "overlap"),
+    (_blob({"w": {"dtype": "F32", "shape": [2**32, 2**32], "data_offsets": [0, 0]}}, 0), "offsets"),
+    (_blob({"w": {"dtype": "F32", "shape": [-1, -2], "data_offsets": [0, 8]}}, 8), "not an integer"),
+    (_blob({"w": {"dtype": "F32", "shape": ["2"], "data_offsets": [0, 8]}}, 8), "not an integer"),
+    (_blob({"w": {"dtype": ["F32"], "shape": [2], "data_offsets": [0, 8]}}, 8), "not a string"),
+    (_blob({"__metadata__": {"n": 1}, "w": _entry(0, 8)}, 8), "strings to strings"),
+    (_raw(b'{"w":' + json.dumps(_entry(0, 8)).encode() + b',"w":' + json.dumps(_entry(0, 8)).encode() + b"}", 8),
+     "appears twice"),
+    (_raw(b'{"w":' + b"[" * 5000 + b"]" * 5000 + b"}", 0), "nested"),
+    (_raw(b'{"w": {"dtype": "F32", "shape": [' + b"9" * 5000 + b'], "data_offsets": [0, 8]}}', 8), "not valid JSON"),
 ])
 def test_malformed_safetensors(tmp_path, blob, message):
     (tmp_path / "bad.safetensors").write_bytes(blob)
@@ -109,3 +132,61 @@ def test_unknown_file_type(tmp_path):
         load_source(tmp_path / "model.tflite")
     with pytest.raises(SourceError, match="no such file"):
         load_source(tmp_path / "missing.safetensors")
+
+
+def _folder(tmp_path, weight_map):
+    write_safetensors(tmp_path / "a.safetensors", {"x": ("F32", np.ones(4, np.float32))})
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    return tmp_path
+
+
+@pytest.mark.parametrize("weight_map, message", [
+    ({"x": "missing.safetensors"}, "cannot open"),
+    ({"x": "../a.safetensors"}, "not a file in"),
+    ({"x": "a.safetensors", "y": "a.safetensors"}, "in no shard"),
+    ({}, "no .safetensors file"),
+    ({"x": 3}, "no weight_map"),
+])
+def test_malformed_index(tmp_path, weight_map, message):
+    with pytest.raises(SourceError, match=message):
+        load_source(_folder(tmp_path, weight_map))
+
+
+@pytest.mark.parametrize("obj, message", [
+    ({"w": torch.ones(1).expand(2**40)}, "more than the"),
+    ({"w": torch.ones(3).to_sparse()}, "not a dense CPU tensor"),
+    ({"w": torch.empty(3, device="meta")}, "not a dense CPU tensor"),
+    ({1: torch.ones(3)}, "not a string"),
+    ({"state_dict": {"state_dict": {"state_dict": {"state_dict": {"state_dict": {"state_dict": {"state_dict": {
+        "state_dict": {"state_dict": {"w": torch.ones(3)}}}}}}}}}}, "not a state dict"),
+])
+def test_malformed_state_dicts(tmp_path, obj, message):
+    torch.save(obj, tmp_path / "bad.pt")
+    with pytest.raises(SourceError, match=message):
+        load_source(tmp_path / "bad.pt")
+
+
+def test_legacy_pickle_declaring_more_storage_than_the_file(tmp_path):
+    import io
+    import pickletools
+
+    buffer = io.BytesIO()
+    torch.save({"w": torch.ones(300)}, buffer, _use_new_zipfile_serialization=False)
+    data = buffer.getvalue()
+    ops = [(op.name, arg, pos) for op, arg, pos in pickletools.genops(data[_pickle_end(data, 3):])]
+    start = _pickle_end(data, 3) + next(pos for name, arg, pos in ops if name == "BININT2" and arg == 300)
+    bad = data[:start] + b"J" + struct.pack("<i", 2**30) + data[start + 3:]  # numel 300 -> 2**30 (4 GiB of floats)
+    (tmp_path / "bad.pt").write_bytes(bad)
+    with pytest.raises(SourceError, match="declares"):
+        load_source(tmp_path / "bad.pt")
+
+
+def _pickle_end(data, count):
+    import io
+    import pickletools
+
+    handle = io.BytesIO(data)
+    for _ in range(count):
+        for _ in pickletools.genops(handle):
+            pass
+    return handle.tell()

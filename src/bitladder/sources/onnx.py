@@ -18,6 +18,8 @@ from numpy.typing import NDArray
 
 from ..codecs.states import STORAGE
 from ..errors import SourceError, UnsupportedDtypeError
+from ..outputs import output_file, storage_bits
+from ._checks import regular_file, shape_of
 from .model import SourceModel, SourceTensor
 
 SKELETON_KEY = "onnx.skeleton"
@@ -49,6 +51,8 @@ def weight_protos(model: Any) -> Iterator[tuple[str, Any]]:
         if node.op_type == "Constant":
             for attr in node.attribute:
                 if attr.name == "value" and attr.HasField("t"):
+                    if len(node.output) != 1:
+                        raise SourceError(f"Constant node {node.name!r} has {len(node.output)} outputs, not one")
                     yield node.output[0], attr.t
 
 
@@ -59,6 +63,31 @@ def _field(proto: Any) -> str:
     return "none"  # an empty tensor that stores nothing
 
 
+def _check_field(name: str, proto: Any, dtype: str, count: int, where: str) -> str:
+    """The one field that holds the values, the one onnx.proto assigns to the dtype, with `count` values."""
+    used = [f for f in _DATA_FIELDS if (proto.HasField(f) if f == "raw_data" else len(getattr(proto, f)))]
+    if len(used) > 1:
+        raise SourceError(f"{where}tensor {name!r} stores values in both {used[0]} and {used[1]}")
+    field = used[0] if used else "none"
+    if field not in ("none", "raw_data", _TYPED_FIELD.get(dtype, "int32_data")):
+        raise SourceError(f"{where}tensor {name!r} of ONNX type {dtype} keeps its values in {field}")
+    held = len(proto.raw_data) // STORAGE[dtype].itemsize if field == "raw_data" else 0 if field == "none" else \
+        len(getattr(proto, field))
+    if held != count or (field == "raw_data" and len(proto.raw_data) % STORAGE[dtype].itemsize):
+        size = f"{len(proto.raw_data)} bytes" if field == "raw_data" else f"{held} values"
+        raise SourceError(f"{where}tensor {name!r} holds {size} for shape {list(proto.dims)} of {dtype}")
+    return field
+
+
+def _integers(field: str, values: Any, storage: np.dtype[Any], name: str, where: str) -> NDArray[Any]:
+    """int32_data / int64_data / uint64_data values in the storage dtype, refusing any the dtype cannot hold."""
+    data = np.asarray(values, dtype=np.uint64 if field == "uint64_data" else np.int64)
+    limits = np.iinfo(storage)
+    if data.size and (int(data.min()) < limits.min or int(data.max()) > limits.max):
+        raise SourceError(f"{where}tensor {name!r} has values outside {storage} ({int(data.min())}..{int(data.max())})")
+    return data.astype(storage)
+
+
 def tensor_from_proto(name: str, proto: Any, where: str = "") -> SourceTensor:
     """A TensorProto as a flat array in its storage dtype (floats as their bit view)."""
     dtype = ONNX_DTYPES.get(proto.data_type)
@@ -66,9 +95,12 @@ def tensor_from_proto(name: str, proto: Any, where: str = "") -> SourceTensor:
         raise UnsupportedDtypeError(f"{where}tensor {name!r} has ONNX data type {proto.data_type}")
     if proto.data_location == 1:
         raise SourceError(f"{where}tensor {name!r} keeps its data in an external file, which is not supported")
-    shape = tuple(int(d) for d in proto.dims)
+    if proto.data_location != 0 or proto.HasField("segment"):
+        raise SourceError(f"{where}tensor {name!r} has data location {proto.data_location} or a segment, "
+                          "which are not supported")
+    shape, count = shape_of(list(proto.dims), f"{where}tensor {name!r}")
     storage = STORAGE[dtype]
-    field = _field(proto)
+    field = _check_field(name, proto, dtype, count, where)
     if field == "none":
         data: NDArray[Any] = np.zeros(0, dtype=storage)
     elif field == "raw_data":
@@ -78,17 +110,15 @@ def tensor_from_proto(name: str, proto: Any, where: str = "") -> SourceTensor:
     elif field == "double_data":
         data = np.asarray(proto.double_data, dtype=np.float64)
     else:
-        data = np.asarray(getattr(proto, field), dtype=np.int64).astype(storage)
-    if data.size != int(np.prod(shape, dtype=np.int64)):
-        raise SourceError(f"{where}tensor {name!r} holds {data.size} values for shape {shape}")
+        data = _integers(field, getattr(proto, field), storage, name, where)
     return SourceTensor(name, dtype, shape, data)
 
 
 def fill_proto(proto: Any, dtype: str, array: NDArray[Any], field: str) -> None:
-    """Put `array` (storage dtype) into `proto`'s `field`, clearing the others."""
+    """Put `array` (values or storage bits) into `proto`'s `field`, clearing the others."""
     for name in _DATA_FIELDS:
         proto.ClearField(name)
-    flat = np.ascontiguousarray(array, dtype=STORAGE[dtype]).reshape(-1)
+    flat = storage_bits(dtype, array).reshape(-1)          # values or bits: the same bits either way
     if field == "none":
         return
     if field == "raw_data":
@@ -104,15 +134,22 @@ def fill_proto(proto: Any, dtype: str, array: NDArray[Any], field: str) -> None:
 def load_onnx_source(path: Path) -> SourceModel:
     """The weights of an `.onnx` file, with the graph skeleton in the metadata."""
     onnx = _onnx()
+    regular_file(path)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises its own DecodeError and friends
         raise SourceError(f"{path}: cannot parse as ONNX ({type(exc).__name__}: {exc})") from exc
     tensors: dict[str, SourceTensor] = {}
     fields: dict[str, str] = {}
-    for name, proto in weight_protos(model):
+    try:
+        weights = list(weight_protos(model))
+    except SourceError as exc:
+        raise SourceError(f"{path}: {exc}") from exc
+    for name, proto in weights:
         if proto.data_type not in ONNX_DTYPES:
             continue  # strings and exotic types stay in the skeleton
+        if not isinstance(name, str):  # protobuf hands back bytes for a name that is not UTF-8
+            raise SourceError(f"{path}: weight name {name!r:.80} is not UTF-8")
         if name in tensors:
             raise SourceError(f"{path}: two weights are named {name!r}")
         tensors[name] = tensor_from_proto(name, proto, f"{path}: ")
@@ -143,6 +180,5 @@ def onnx_model(tensors: Mapping[str, NDArray[Any]], metadata: Mapping[str, str])
 def write_onnx(path: Path, tensors: Mapping[str, NDArray[Any]], metadata: Mapping[str, str]) -> None:
     """Write the `.onnx` file a package was encoded from (byte-identical at the exact rung)."""
     data = onnx_model(tensors, metadata).SerializeToString()
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    with output_file(path) as out:
+        out.write(data)
