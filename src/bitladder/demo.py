@@ -17,8 +17,8 @@ from pathlib import Path
 from rich.console import Console
 
 from .errors import BitladderError
-from .eval.commands import LiveProgress, claim_lines, summary_table
-from .eval.report import write_report
+from .eval.commands import LiveProgress, summary_table
+from .eval.report import TTFI_DEFINITION, target_lines, write_report
 from .eval.scenario import ScenarioConfig, run_eval
 
 console = Console(soft_wrap=True, width=140)
@@ -43,8 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"[red]error:[/red] {exc}")
         return 2
     console.print(summary_table(result))
-    for line in claim_lines(result):
-        console.print(line)
+    console.print(TTFI_DEFINITION)
+    for line in target_lines(result):
+        console.print(f"- {line}", markup=False)
     console.print(f"report: {report} (plots: {', '.join(p.name for p in sorted(report.parent.glob('*.png')))})")
     console.print(f"demo took {time.monotonic() - started:.0f} s")
     return 0

@@ -15,8 +15,11 @@ same profile, one after the other, so that they do not share the two CPU cores.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import logging
+import os
+import platform
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -94,8 +97,8 @@ class SchemeRun:
     """One scheme's delivery: sizes, when each rung (or the load) happened, and every input's answer."""
 
     scheme: str
-    total_bytes: int
-    rung_bytes: list[tuple[str, int]]
+    total_bytes: int  # the whole file: for a package its header and manifest too
+    rung_bytes: list[tuple[str, int]]  # a package's first rung counts its header and manifest
     ttfi: float | None = None
     t_exact: float | None = None
     milestones: list[tuple[str, float]] = field(default_factory=list)
@@ -107,6 +110,7 @@ class SchemeRun:
     waited: int = 0       # inputs that arrived before the first answer (dropped, or buffered when buffering)
     latency_p99: float = 0.0
     exact: bool = False
+    header_bytes: int = 0  # a package's header and manifest (in `total_bytes` and the first rung's bytes)
 
 
 @dataclass
@@ -118,6 +122,8 @@ class EvalResult:
     runs: list[SchemeRun]
     rung_quality: dict[str, dict[str, dict[str, float]]]  # scheme -> rung name -> metrics
     encode_s: dict[str, float]
+    environment: dict[str, Any] = field(default_factory=dict)  # date, machine, link: see `environment`
+    weights_only: bool = False  # quality measured on the weights: the "answers" are samples, not inferences
 
 
 class _Driver:
@@ -307,6 +313,7 @@ def rung_quality(task: Task, packages: dict[str, Path], decoded: dict[str, dict[
 def run_eval(task: Task, config: ScenarioConfig, folder: Path, progress: Progress | None = None) -> EvalResult:
     """The whole scenario into `folder` (packages and baseline files under folder/files)."""
     emit = progress or (lambda event, fields: None)
+    started = environment(config)
     files = folder / "files"
     files.mkdir(parents=True, exist_ok=True)
     link = resolve_link(config.link)
@@ -331,7 +338,10 @@ def run_eval(task: Task, config: ScenarioConfig, folder: Path, progress: Progres
             manifest = Package.open(path).manifest
             emit("scheme", {"scheme": scheme, "link": config.link})
             rungs = list(zip(manifest.ladder.names, manifest.rung_bytes(), strict=True))
+            header = path.stat().st_size - sum(size for _, size in rungs)  # fetched before the first rung
+            rungs[0] = (rungs[0][0], rungs[0][1] + header)
             runs.append(run_package(f"{server.url}/models/{path.name}", scheme, task, link, config, rungs, emit))
+            runs[-1].header_bytes = header
         for scheme in config.baselines:
             emit("scheme", {"scheme": scheme, "link": config.link})
             runs.append(run_baseline(f"{server.url}/files/{_file(scheme)}", scheme, task, link, config,
@@ -344,7 +354,35 @@ def run_eval(task: Task, config: ScenarioConfig, folder: Path, progress: Progres
         if run.scheme in packages:
             run.held = held_quality(task, Package.open(packages[run.scheme]), run.swaps)
     source_bytes = sum(int(a.nbytes) for a in state.values())
-    return EvalResult(task.name, _config_json(config), source_bytes, task.quality_name, runs, quality, encode_s)
+    from .tasks import TensorHolder
+
+    weights_only = isinstance(task.reference_module(), TensorHolder)
+    return EvalResult(task.name, _config_json(config), source_bytes, task.quality_name, runs, quality, encode_s,
+                      started, weights_only)
+
+
+def environment(config: ScenarioConfig) -> dict[str, Any]:
+    """When and where a run happens: UTC date, CPU model and cores, and the emulated link's parameters."""
+    link = resolve_link(config.link)
+    cores = os.cpu_count() or 0
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    return {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "cpu": _cpu_model(), "cores": cores, "usable_cores": usable,
+            "os": platform.platform(terse=True), "python": platform.python_version(),
+            "link": {"name": config.link, "rate_bit_s": link.rate, "trace_steps": len(link.trace),
+                     "rtt_s": link.rtt, "loss": link.loss, "stall_s": link.stall,
+                     "emulated": "HTTP over 127.0.0.1, paced by bitladder's ShapedTransport"}}
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def _file(scheme: str) -> str:
