@@ -124,3 +124,18 @@ def test_an_unavailable_path_is_refused(restore_path):
     missing = [p for p in native.KernelPath if p not in native.available_paths()]
     with pytest.raises(ValueError):
         native.kernel_path(missing[0] if missing else 7)  # type: ignore[arg-type]
+
+
+def test_uniform_cum_in_binary32_is_the_exact_ceiling_for_every_symbol():
+    # The uniform stream's slots start at ceil(4096 s / n); every path computes it in binary32 as trunc(fl(4096 s / n)),
+    # plus one unless the product gives 4096 s back (internal.h uniform_cum). The same IEEE operations here, for all
+    # n in 2..4096 and s in 0..n, against integer arithmetic.
+    for n in range(2, 4097, 512):
+        counts = np.arange(n, min(n + 512, 4097), dtype=np.int64)[:, None]
+        symbols = np.arange(4097, dtype=np.int64)[None, :]
+        inside = symbols <= counts
+        a = (symbols * 4096).astype(np.int32)
+        q = (a.astype(np.float32) / counts.astype(np.float32)).astype(np.int32).astype(np.int64)
+        cum = q + (q * counts != a)
+        exact = -((-symbols * 4096) // counts)
+        assert np.array_equal(cum[inside], exact[inside])
