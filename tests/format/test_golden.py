@@ -20,7 +20,7 @@ GOLDEN_HEADER = bytes.fromhex(
     "0200"                    # format version 2, u16 LE
     "0000"                    # flags 0
     "b803000000000000"        # manifest length 952, u64 LE
-    "217afa10407cffa4e6ef888588b68dedebcf0d8d3758e989bdbaa3ee55aa711a"  # BLAKE3 of the manifest bytes
+    "dc294087b7bd1ac7dc4dbff7f3184d622f6a86a28800b5b5bde4a1f5b44dc4f6"  # BLAKE3 of the manifest bytes
 )
 
 

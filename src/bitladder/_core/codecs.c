@@ -406,15 +406,17 @@ int64_t bl_intint_encode(const bl_block *b, int coarse, int fine, const void *sr
     if (rc || (rc = make_pair(b, coarse, fine, &p))) return rc;
     uint64_t row0 = b->begin / b->columns;
     int32_t *codes = malloc(b->count * sizeof *codes + 1);
-    uint8_t *sym = malloc(b->count + 1), *ctx = malloc(b->count + 1);
+    uint8_t *sym = malloc(b->count + 1), *ctx = malloc(b->count + 1), *lane = malloc(b->count + 1);
     uint16_t alphabet[RANS_CONTEXTS] = {0};
     for (int c = 0; c < 4; c++) alphabet[c] = p.alphabet;
     bl_out o = {out, out + cap};
     size_t n = 0;
-    if (!codes || !sym || !ctx) { rc = BL_E_NOMEM; goto done; }
+    if (!codes || !sym || !ctx || !lane) { rc = BL_E_NOMEM; goto done; }
     if ((rc = block_codes(b, src, scales + row0, codes))) goto done;
-    for (uint64_t i = 0; i < b->count; i++) {
+    segment g = {0, 0, 0};
+    while (next_segment(b, &g)) for (uint64_t i = g.start; i < g.end; i++) {   /* element j of a tile: lane j % 32 */
         if (codes[i] == BL_ESC) continue;
+        lane[n] = (uint8_t)((i - g.start) % RANS_LANES);
         int32_t jc, first, count, jf = p.jf[codes[i] + 127];
         pair_index(&p, codes[i], &jc, &first, &count);
         int32_t index = (jc < 0 ? -jf : jf) - first;
@@ -422,9 +424,9 @@ int64_t bl_intint_encode(const bl_block *b, int coarse, int fine, const void *sr
         sym[n] = (uint8_t)index;
         ctx[n++] = (uint8_t)((jc < 0 ? -jc : jc) < 3 ? (jc < 0 ? -jc : jc) : 3);
     }
-    rc = rans_encode(ctx, sym, NULL, n, alphabet, &o);
+    rc = rans_encode(ctx, sym, lane, n, alphabet, &o);
 done:
-    free(codes); free(sym); free(ctx);
+    free(codes); free(sym); free(ctx); free(lane);
     return rc ? rc : (int64_t)(o.p - out);
 }
 
@@ -443,6 +445,11 @@ int bl_intint_decode(const bl_block *b, int coarse, int fine, const uint8_t *in,
     int w = width_bits(b->dtype) / 8;
     uint64_t row0 = b->begin / b->columns;
     if ((rc = rans_decode_init(&m, &d, &i, alphabet))) goto done;
+    uint32_t *tables = malloc(4 * RANS_TOTAL * sizeof *tables);   /* the 4 contexts' tables side by side */
+    if (!tables) { rc = BL_E_NOMEM; goto done; }
+    for (int c = 0; c < 4; c++)         /* an absent context's table is never read: its elements are refused first */
+        if (m->slot[c]) memcpy(tables + c * RANS_TOTAL, m->slot[c], RANS_TOTAL * sizeof *tables);
+    uint32_t contexts[BL_TILE], indices[BL_TILE];
     segment g = {0, 0, 0};
     while (!rc && next_segment(b, &g)) {
         float s;
@@ -453,22 +460,32 @@ int bl_intint_decode(const bl_block *b, int coarse, int fine, const uint8_t *in,
             uint8_t *to = (uint8_t *)out + t * (uint64_t)w;
             if (to != from) memcpy(to, from, (size_t)n * (size_t)w);   /* escaped elements keep their value */
             k->codes(from, (size_t)n, b->dtype, b->inner, s, b->max_code, codes);
-            for (uint64_t j = 0; j < n; j++) {
-                if (codes[j] == BL_ESC) continue;
-                int32_t jc, first, count;
-                uint32_t index;
-                pair_index(&p, codes[j], &jc, &first, &count);
+            uint32_t bad = 0;
+            for (uint64_t j = 0; j < n; j++) {           /* each element's context, or none for an escape */
+                int32_t count, jc = 0, first;
+                if (codes[j] != BL_ESC) pair_index(&p, codes[j], &jc, &first, &count);
                 int a = jc < 0 ? -jc : jc;
-                if ((rc = rans_get(m, &d, a < 3 ? a : 3, &index))) break;
-                if ((int32_t)index >= count) { rc = BL_E_CORRUPT; break; }
-                int32_t jf = first + (int32_t)index;
-                codes[j] = jc < 0 ? -jf : jf;
+                contexts[j] = codes[j] == BL_ESC ? RANS_NO_CONTEXT : (uint32_t)(a < 3 ? a : 3);
+                bad |= codes[j] != BL_ESC && !m->slot[contexts[j]];
             }
-            if (!rc) k->recon(codes, (size_t)n, s, fine, b->dtype, to);
+            if (bad) { rc = BL_E_CORRUPT; break; }
+            memset(indices, 0, (size_t)n * sizeof *indices);
+            rans_tile_mixed(&d, tables, contexts, (size_t)n, indices, k->rans_mixed);
+            for (uint64_t j = 0; j < n; j++) {           /* selects, not branches: the signs are coin flips */
+                int escaped = codes[j] == BL_ESC;
+                int32_t jc, first, count;
+                pair_index(&p, escaped ? 0 : codes[j], &jc, &first, &count);
+                bad |= !escaped & ((int32_t)indices[j] >= count);
+                int32_t jf = first + (int32_t)indices[j], negative = jc >> 31;
+                codes[j] = escaped ? BL_ESC : (jf ^ negative) - negative;
+            }
+            if (bad) { rc = BL_E_CORRUPT; break; }
+            k->recon(codes, (size_t)n, s, fine, b->dtype, to);
         }
     }
     if (!rc) rc = rans_decode_finish(&d);
     if (!rc && i.p != i.end) rc = BL_E_TRAILING;
+    free(tables);
 done:
     rans_model_free(m);
     return rc;
@@ -514,6 +531,10 @@ static void tile_cells(const bl_block *b, const refine_kind *r, const void *vals
     const bl_kernels *k = bl_kernels_now();
     if (r->kind == BL_INT_TO_EXACT && b->dtype != BL_F16) {      /* the common cases, fused (and SIMD) */
         k->cells_f32(vals, n, b->dtype == BL_BF16, s, b->max_code, tz, flag, first, count, sign);
+        return;
+    }
+    if (r->kind == BL_INT_TO_EXACT && k->cells_f16) {
+        k->cells_f16((const uint16_t *)vals, n, s, b->max_code, tz, flag, first, count, sign);
         return;
     }
     if (r->kind != BL_HALF_TO_EXACT) {

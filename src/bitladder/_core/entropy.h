@@ -18,10 +18,8 @@ int urans_encode(const uint16_t *n, const uint16_t *sym, const uint8_t *lane, si
 int urans_decode_init(urans_dec *d, bl_in *in);     /* d->words is the decoder's copy: free() it */
 int urans_decode_finish(const urans_dec *d);
 
-/* One symbol of context c (which must be present: the caller checks m->slot[c]) in lane `lane`. */
-static inline int rans_get_in(const rans_model *m, rans_dec *d, unsigned lane, int c, uint32_t *sym) {
-    const uint32_t *slot = m->slot[c];
-    if (!slot) return BL_E_CORRUPT;
+/* One symbol from a context's slot table, in lane `lane`. */
+static inline void rans_step(rans_dec *d, unsigned lane, const uint32_t *slot, uint32_t *sym) {
     uint32_t *x = &d->x[lane % RANS_LANES];
     uint32_t e = slot[*x & (RANS_TOTAL - 1)];
     *sym = e & 0xFF;
@@ -33,6 +31,12 @@ static inline int rans_get_in(const rans_model *m, rans_dec *d, unsigned lane, i
     *x = (v << (16 & more)) | (word & more);
     d->wp += 2 & more & (0u - (uint32_t)left);
     d->starved |= (int)(more & 1) & !left;
+}
+
+/* One symbol of context c in lane `lane` (a context the stream has no table for: a corrupt stream). */
+static inline int rans_get_in(const rans_model *m, rans_dec *d, unsigned lane, int c, uint32_t *sym) {
+    if (!m->slot[c]) return BL_E_CORRUPT;
+    rans_step(d, lane, m->slot[c], sym);
     return BL_OK;
 }
 
@@ -52,6 +56,21 @@ static inline int rans_tile(const rans_model *m, rans_dec *d, int c, size_t n, u
     }
     for (size_t j = 0; j < n; j++) rans_get_in(m, d, (unsigned)j, c, &out[j]);
     return BL_OK;
+}
+
+/* A tile whose symbols each take one of up to 4 contexts, their slot tables side by side in `tables`; symbol j (of
+ * context context[j], or none where that is RANS_NO_CONTEXT) in lane j % 32. The int-int codec's layout. */
+#define RANS_NO_CONTEXT 0xFFFFFFFFu
+typedef void rans_mixed_kernel(uint32_t *state, const uint8_t **words, const uint32_t *tables, const uint32_t *context,
+                               size_t n, uint32_t *out);
+static inline void rans_tile_mixed(rans_dec *d, const uint32_t *tables, const uint32_t *context, size_t n,
+                                   uint32_t *out, rans_mixed_kernel *simd) {
+    if (simd && (size_t)(d->wend_p - d->wp) >= 2 * n + 64) {
+        simd(d->x, &d->wp, tables, context, n, out);
+        return;
+    }
+    for (size_t j = 0; j < n; j++)
+        if (context[j] != RANS_NO_CONTEXT) rans_step(d, (unsigned)j, tables + (size_t)context[j] * RANS_TOTAL, &out[j]);
 }
 
 #endif

@@ -10,6 +10,9 @@ typedef struct {
     void (*recon)(const int32_t *codes, size_t n, float s, int32_t factor, int dtype, void *out);
     void (*cells_f32)(const void *vals, size_t n, int bf16, float s, int max_code, int tz,
                       uint32_t *flag, uint32_t *first, uint32_t *count, uint32_t *sign);
+    /* The same for a float16 source, or NULL where the path has none (codes and cells then run apart). */
+    void (*cells_f16)(const uint16_t *vals, size_t n, float s, int max_code, int tz,
+                      uint32_t *flag, uint32_t *first, uint32_t *count, uint32_t *sign);
     void (*tb)(bl_bitr *r, const uint32_t *count, size_t n, uint32_t *index);
     uint32_t (*compose_f32)(const uint32_t *flag, const uint32_t *first, const uint32_t *count, const uint32_t *index,
                             const uint32_t *sign, int tz, const uint32_t *held, size_t n, uint32_t *out);
@@ -18,6 +21,7 @@ typedef struct {
     void (*urans)(urans_dec *d, const uint32_t *flag, const uint32_t *count, size_t n, uint32_t *index);
     /* A tile of one rANS context 32 symbols at a time, or NULL where the path has none (entropy.h's loop runs). */
     rans_tile_kernel *rans_tile;
+    rans_mixed_kernel *rans_mixed;
 } bl_kernels;
 
 #define BL_DECLARE_PATH(p) \
@@ -36,6 +40,9 @@ BL_DECLARE_PATH(avx2)
 BL_DECLARE_PATH(avx512)
 
 rans_tile_kernel rans_tile_avx512;
+rans_mixed_kernel rans_mixed_avx512;
+void cells_f16_avx512(const uint16_t *, size_t, float, int, int, uint32_t *, uint32_t *, uint32_t *, uint32_t *);
+void recon_f16_avx512(const int32_t *, size_t, float, int32_t, uint16_t *);
 
 const bl_kernels *bl_kernels_now(void);
 
