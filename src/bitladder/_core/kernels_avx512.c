@@ -10,16 +10,19 @@
 #define K_SIMD_RECON_F16
 #include "kernels.inc"
 
-/* 16 lanes of a tile of one context over symbols j..j+15 (those below n): gather each lane's slot entry, step its
- * state, and let the lanes that fell below L take the next words in lane order (an expand of the next 16). */
+/* The lanes of symbols j..j+15 that exist (below n). */
+static inline __mmask16 tile_lanes(size_t j, size_t n) {
+    return j + 16 <= n ? (__mmask16)0xFFFF : j < n ? (__mmask16)((1u << (n - j)) - 1) : 0;
+}
+
+/* 16 rANS lanes, those in `valid`, each decoding the entry of `tables` at `at`: step the state, and let the lanes
+ * that fell below L take the next words in lane order (an expand of the next 16), as the scalar loop does. */
 static inline __attribute__((always_inline)) __m512i
-rans_vector(__m512i x, const uint32_t *slot, size_t j, size_t n, const uint8_t **wp, uint32_t *out) {
+rans_lanes(__m512i x, __mmask16 valid, __m512i at, const uint32_t *tables, const uint8_t **wp, uint32_t *out) {
     const __m512i mask12 = _mm512_set1_epi32(RANS_TOTAL - 1), mask8 = _mm512_set1_epi32(0xFF);
     const __m512i one = _mm512_set1_epi32(1), low = _mm512_set1_epi32((int)RANS_L);
-    __mmask16 valid = j + 16 <= n ? (__mmask16)0xFFFF : j < n ? (__mmask16)((1u << (n - j)) - 1) : 0;
-    __m512i e = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), valid, _mm512_and_si512(x, mask12),
-                                            (const void *)slot, 4);
-    _mm512_mask_storeu_epi32(out + j, valid, _mm512_and_si512(e, mask8));
+    __m512i e = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), valid, at, (const void *)tables, 4);
+    _mm512_mask_storeu_epi32(out, valid, _mm512_and_si512(e, mask8));
     __m512i f = _mm512_add_epi32(_mm512_srli_epi32(e, 20), one);
     __m512i bias = _mm512_and_si512(_mm512_srli_epi32(e, 8), mask12);
     __m512i v = _mm512_add_epi32(_mm512_mullo_epi32(f, _mm512_srli_epi32(x, RANS_PROB_BITS)), bias);
@@ -31,28 +34,22 @@ rans_vector(__m512i x, const uint32_t *slot, size_t j, size_t n, const uint8_t *
     return x;
 }
 
-/* rans_vector for symbols of mixed contexts: each lane gathers from its context's table; no context, no symbol. */
+static inline __attribute__((always_inline)) __m512i
+rans_vector(__m512i x, const uint32_t *slot, size_t j, size_t n, const uint8_t **wp, uint32_t *out) {
+    __m512i at = _mm512_and_si512(x, _mm512_set1_epi32(RANS_TOTAL - 1));
+    return rans_lanes(x, tile_lanes(j, n), at, slot, wp, out + j);
+}
+
+/* Symbols of mixed contexts: each lane reads its context's table; an element of no context has no symbol. */
 static inline __attribute__((always_inline)) __m512i
 rans_mixed_vector(__m512i x, const uint32_t *tables, const uint32_t *context, size_t j, size_t n, const uint8_t **wp,
                   uint32_t *out) {
-    const __m512i mask12 = _mm512_set1_epi32(RANS_TOTAL - 1), mask8 = _mm512_set1_epi32(0xFF);
-    const __m512i one = _mm512_set1_epi32(1), low = _mm512_set1_epi32((int)RANS_L);
-    __mmask16 valid = j + 16 <= n ? (__mmask16)0xFFFF : j < n ? (__mmask16)((1u << (n - j)) - 1) : 0;
+    __mmask16 valid = tile_lanes(j, n);
     __m512i c = _mm512_maskz_loadu_epi32(valid, context + j);
     valid &= _mm512_cmpneq_epi32_mask(c, _mm512_set1_epi32((int)RANS_NO_CONTEXT));
     if (!valid) return x;
-    __m512i at = _mm512_or_si512(_mm512_slli_epi32(c, RANS_PROB_BITS), _mm512_and_si512(x, mask12));
-    __m512i e = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), valid, at, (const void *)tables, 4);
-    _mm512_mask_storeu_epi32(out + j, valid, _mm512_and_si512(e, mask8));
-    __m512i f = _mm512_add_epi32(_mm512_srli_epi32(e, 20), one);
-    __m512i bias = _mm512_and_si512(_mm512_srli_epi32(e, 8), mask12);
-    __m512i v = _mm512_add_epi32(_mm512_mullo_epi32(f, _mm512_srli_epi32(x, RANS_PROB_BITS)), bias);
-    __mmask16 more = valid & _mm512_cmplt_epu32_mask(v, low);
-    __m512i next = _mm512_maskz_expand_epi32(more, _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)*wp)));
-    x = _mm512_mask_mov_epi32(x, valid, v);
-    x = _mm512_mask_or_epi32(x, more, _mm512_slli_epi32(x, 16), next);
-    *wp += 2 * (unsigned)__builtin_popcount((unsigned)more);
-    return x;
+    __m512i at = _mm512_or_si512(_mm512_slli_epi32(c, RANS_PROB_BITS), _mm512_and_si512(x, _mm512_set1_epi32(RANS_TOTAL - 1)));
+    return rans_lanes(x, valid, at, tables, wp, out + j);
 }
 
 void rans_mixed_avx512(uint32_t *state, const uint8_t **words, const uint32_t *tables, const uint32_t *context,
@@ -82,53 +79,66 @@ void rans_tile_avx512(uint32_t *state, const uint8_t **words, const uint32_t *sl
     *words = wp;
 }
 
+/* The finest-grid codes of 16 magnitudes (codes_tile's IEEE operations); `escaped`: not finite or beyond max_code. */
+static inline __attribute__((always_inline)) __m512i
+code_vector(__m512 a, __m512 vs, int max_code, __mmask16 *escaped) {
+    const __m512 half = _mm512_set1_ps(0.5f), big = _mm512_set1_ps(0x1p23f), limit = _mm512_set1_ps(256.0f);
+    const __m512i one = _mm512_set1_epi32(1), zero = _mm512_setzero_si512();
+    __m512 q = _mm512_div_ps(a, vs);
+    __mmask16 inside = _mm512_cmp_ps_mask(q, limit, _CMP_LT_OQ);
+    __m512 r = _mm512_sub_ps(_mm512_add_ps(_mm512_maskz_mov_ps(inside, q), big), big);
+    __m512i k = _mm512_cvttps_epi32(r);
+    __mmask16 down = _mm512_cmp_ps_mask(a, _mm512_mul_ps(_mm512_sub_ps(r, half), vs), _CMP_LT_OQ) &
+                     _mm512_cmpgt_epi32_mask(k, zero);
+    __mmask16 up = _mm512_cmp_ps_mask(a, _mm512_mul_ps(_mm512_add_ps(r, half), vs), _CMP_GE_OQ);
+    k = _mm512_mask_sub_epi32(k, down, k, one);
+    k = _mm512_mask_add_epi32(k, up, k, one);
+    *escaped = (__mmask16)(~inside | _mm512_cmpgt_epi32_mask(k, _mm512_set1_epi32(max_code)));
+    return _mm512_maskz_mov_epi32((__mmask16)~*escaped, k);            /* cells_tile takes an escape as code 0 */
+}
+
+/* Flag, first sub-cell, count and sign of 16 elements from their cells [lo, hi) in target patterns (see kernels.inc
+ * cells_f32). */
+static inline __attribute__((always_inline)) void
+store_cells(size_t i, __mmask16 valid, __m512i k, __m512i lo, __m512i hi, __mmask16 escaped, __mmask16 negative,
+            __m512i sign_value, int tz, uint32_t *flag, uint32_t *first, uint32_t *count, uint32_t *sign) {
+    const __m512i one = _mm512_set1_epi32(1), two = _mm512_set1_epi32(2), zero = _mm512_setzero_si512();
+    const __m512i round_up = _mm512_set1_epi32((int)((1u << tz) - 1));
+    const __m128i shift = _mm_cvtsi32_si128(tz);
+    __mmask16 nonzero = _mm512_cmpneq_epi32_mask(k, zero);
+    __m512i fl = _mm512_srl_epi32(_mm512_add_epi32(_mm512_maskz_mov_epi32(nonzero, lo), round_up), shift);
+    __m512i la = _mm512_srl_epi32(_mm512_add_epi32(hi, round_up), shift);
+    __mmask16 is_zero = (__mmask16)(~escaped & ~nonzero);
+    __m512i f = _mm512_mask_mov_epi32(fl, is_zero, la);
+    f = _mm512_mask_mov_epi32(f, escaped, zero);
+    __m512i c = _mm512_mask_mov_epi32(_mm512_sub_epi32(la, fl), (__mmask16)(escaped | is_zero), one);
+    __m512i fg = _mm512_mask_mov_epi32(_mm512_maskz_mov_epi32(is_zero, one), escaped, two);
+    _mm512_mask_storeu_epi32(flag + i, valid, fg);
+    _mm512_mask_storeu_epi32(first + i, valid, f);
+    _mm512_mask_storeu_epi32(count + i, valid, c);
+    _mm512_mask_storeu_epi32(sign + i, valid, _mm512_maskz_mov_epi32(negative & nonzero & (__mmask16)~escaped, sign_value));
+}
+
 void cells_f32_avx512(const void *vals, size_t n, int bf16, float s, int max_code, int tz,
                       uint32_t *flag, uint32_t *first, uint32_t *count, uint32_t *sign) {
-    const __m512 vs = _mm512_set1_ps(s), half = _mm512_set1_ps(0.5f), big = _mm512_set1_ps(0x1p23f);
-    const __m512 limit = _mm512_set1_ps(256.0f);
-    const __m512i magnitude = _mm512_set1_epi32(0x7FFFFFFF), one = _mm512_set1_epi32(1), zero = _mm512_setzero_si512();
-    const __m512i top = _mm512_set1_epi32(max_code), round_up = _mm512_set1_epi32((int)((1u << tz) - 1));
-    const __m512i sign_bit = _mm512_set1_epi32((int)0x80000000u), two = _mm512_set1_epi32(2);
-    const __m128i shift = _mm_cvtsi32_si128(tz);
+    const __m512 vs = _mm512_set1_ps(s), half = _mm512_set1_ps(0.5f);
+    const __m512i magnitude = _mm512_set1_epi32(0x7FFFFFFF), sign_bit = _mm512_set1_epi32((int)0x80000000u);
     const __m512i ceil16 = _mm512_set1_epi32(0xFFFF);
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512i v = bf16 ? _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)vals + i))), 16)
-                         : _mm512_loadu_si512((const uint32_t *)vals + i);
-        __m512 a = _mm512_castsi512_ps(_mm512_and_si512(v, magnitude));
-        __m512 q = _mm512_div_ps(a, vs);
-        __mmask16 inside = _mm512_cmp_ps_mask(q, limit, _CMP_LT_OQ);
-        __m512 r = _mm512_sub_ps(_mm512_add_ps(_mm512_maskz_mov_ps(inside, q), big), big);
-        __m512i k = _mm512_cvttps_epi32(r);
-        __mmask16 down = _mm512_cmp_ps_mask(a, _mm512_mul_ps(_mm512_sub_ps(r, half), vs), _CMP_LT_OQ) &
-                         _mm512_cmpgt_epi32_mask(k, zero);
-        __mmask16 up = _mm512_cmp_ps_mask(a, _mm512_mul_ps(_mm512_add_ps(r, half), vs), _CMP_GE_OQ);
-        k = _mm512_mask_sub_epi32(k, down, k, one);
-        k = _mm512_mask_add_epi32(k, up, k, one);
-        __mmask16 escaped = (__mmask16)(~inside | _mm512_cmpgt_epi32_mask(k, top));
-        __mmask16 nonzero = _mm512_cmpneq_epi32_mask(k, zero);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 valid = tile_lanes(i, n), escaped;
+        __m512i v = bf16 ? _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(valid, (const uint16_t *)vals + i)), 16)
+                         : _mm512_maskz_loadu_epi32(valid, (const uint32_t *)vals + i);
+        __m512i k = code_vector(_mm512_castsi512_ps(_mm512_and_si512(v, magnitude)), vs, max_code, &escaped);
         __m512 kk = _mm512_cvtepi32_ps(k);
-        __m512i lo = _mm512_maskz_mov_epi32(nonzero, _mm512_castps_si512(_mm512_mul_ps(_mm512_sub_ps(kk, half), vs)));
+        __m512i lo = _mm512_castps_si512(_mm512_mul_ps(_mm512_sub_ps(kk, half), vs));
         __m512i hi = _mm512_castps_si512(_mm512_mul_ps(_mm512_add_ps(kk, half), vs));
         if (bf16) {                                                      /* the bf16 patterns of the cell */
             lo = _mm512_srli_epi32(_mm512_add_epi32(lo, ceil16), 16);
             hi = _mm512_srli_epi32(_mm512_add_epi32(hi, ceil16), 16);
         }
-        __m512i fl = _mm512_srl_epi32(_mm512_add_epi32(lo, round_up), shift);
-        __m512i la = _mm512_srl_epi32(_mm512_add_epi32(hi, round_up), shift);
-        __mmask16 is_zero = (__mmask16)(~escaped & ~nonzero);
-        __m512i f = _mm512_mask_mov_epi32(fl, is_zero, la);
-        f = _mm512_mask_mov_epi32(f, escaped, zero);
-        __m512i c = _mm512_mask_mov_epi32(_mm512_sub_epi32(la, fl), (__mmask16)(escaped | is_zero), one);
-        __mmask16 negative = _mm512_test_epi32_mask(v, sign_bit) & nonzero & (__mmask16)~escaped;
-        __m512i fg = _mm512_mask_mov_epi32(_mm512_maskz_mov_epi32(is_zero, one), escaped, two);
-        _mm512_storeu_si512(flag + i, fg);
-        _mm512_storeu_si512(first + i, f);
-        _mm512_storeu_si512(count + i, c);
-        _mm512_storeu_si512(sign + i, _mm512_maskz_mov_epi32(negative, sign_bit));
+        store_cells(i, valid, k, lo, hi, escaped, _mm512_test_epi32_mask(v, sign_bit), sign_bit, tz, flag, first, count,
+                    sign);
     }
-    if (i < n) cells_f32_scalar((const uint8_t *)vals + i * (bf16 ? 2 : 4), n - i, bf16, s, max_code, tz, flag + i, first + i,
-                                count + i, sign + i);
 }
 
 /* One vector of 16 uniform lanes over elements j..j+15 (those below n); see urans_tile in kernels.inc. */
@@ -138,7 +148,7 @@ urans_vector(__m512i x, const uint32_t *flag, const uint32_t *count, size_t j, s
     const __m512i mask12 = _mm512_set1_epi32(RANS_TOTAL - 1), one = _mm512_set1_epi32(1);
     const __m512i two = _mm512_set1_epi32(2), most = _mm512_set1_epi32(URANS_MAX), low = _mm512_set1_epi32((int)RANS_L);
     const __m512i total = _mm512_set1_epi32(RANS_TOTAL);
-    __mmask16 valid = j + 16 <= n ? (__mmask16)0xFFFF : j < n ? (__mmask16)((1u << (n - j)) - 1) : 0;
+    __mmask16 valid = tile_lanes(j, n);
     __m512i fl = _mm512_maskz_loadu_epi32(valid, flag + j), c = _mm512_maskz_loadu_epi32(valid, count + j);
     __mmask16 act = valid & _mm512_cmpeq_epi32_mask(fl, _mm512_setzero_si512()) & _mm512_cmpge_epu32_mask(c, two) &
                     _mm512_cmple_epu32_mask(c, most);
@@ -182,7 +192,7 @@ void recon_f16_avx512(const int32_t *codes, size_t n, float s, int32_t factor, u
     const __m512 vs = _mm512_set1_ps(s);
     const __m512i vf = _mm512_set1_epi32(factor), esc = _mm512_set1_epi32(BL_ESC);
     for (size_t i = 0; i < n; i += 16) {
-        __mmask16 valid = i + 16 <= n ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __mmask16 valid = tile_lanes(i, n);
         __m512i c = _mm512_maskz_loadu_epi32(valid, codes + i);
         __mmask16 keep = valid & (__mmask16)~_mm512_cmpeq_epi32_mask(c, esc);
         __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_mullo_epi32(c, vf)), vs);
@@ -204,44 +214,17 @@ static inline __attribute__((always_inline)) __m512i ceil_f16(__m512 t) {
  * float16 patterns as codes_tile + cells_tile + tile_cells compute them; the sign is bit 15. */
 void cells_f16_avx512(const uint16_t *vals, size_t n, float s, int max_code, int tz,
                       uint32_t *flag, uint32_t *first, uint32_t *count, uint32_t *sign) {
-    const __m512 vs = _mm512_set1_ps(s), half = _mm512_set1_ps(0.5f), big = _mm512_set1_ps(0x1p23f);
-    const __m512 limit = _mm512_set1_ps(256.0f);
-    const __m512i magnitude = _mm512_set1_epi32(0x7FFFFFFF), one = _mm512_set1_epi32(1), zero = _mm512_setzero_si512();
-    const __m512i top = _mm512_set1_epi32(max_code), round_up = _mm512_set1_epi32((int)((1u << tz) - 1));
-    const __m512i sign_bit = _mm512_set1_epi32((int)0x80000000u), two = _mm512_set1_epi32(2);
-    const __m512i sign16 = _mm512_set1_epi32(0x8000);
-    const __m128i shift = _mm_cvtsi32_si128(tz);
+    const __m512 vs = _mm512_set1_ps(s), half = _mm512_set1_ps(0.5f);
+    const __m512i magnitude = _mm512_set1_epi32(0x7FFFFFFF), sign_bit = _mm512_set1_epi32((int)0x80000000u);
     for (size_t i = 0; i < n; i += 16) {
-        __mmask16 valid = i + 16 <= n ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __mmask16 valid = tile_lanes(i, n), escaped;
         __m512i v = _mm512_castps_si512(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(valid, vals + i)));
-        __m512 a = _mm512_castsi512_ps(_mm512_and_si512(v, magnitude));
-        __m512 q = _mm512_div_ps(a, vs);
-        __mmask16 inside = _mm512_cmp_ps_mask(q, limit, _CMP_LT_OQ);
-        __m512 r = _mm512_sub_ps(_mm512_add_ps(_mm512_maskz_mov_ps(inside, q), big), big);
-        __m512i k = _mm512_cvttps_epi32(r);
-        __mmask16 down = _mm512_cmp_ps_mask(a, _mm512_mul_ps(_mm512_sub_ps(r, half), vs), _CMP_LT_OQ) &
-                         _mm512_cmpgt_epi32_mask(k, zero);
-        __mmask16 up = _mm512_cmp_ps_mask(a, _mm512_mul_ps(_mm512_add_ps(r, half), vs), _CMP_GE_OQ);
-        k = _mm512_mask_sub_epi32(k, down, k, one);
-        k = _mm512_mask_add_epi32(k, up, k, one);
-        __mmask16 escaped = (__mmask16)(~inside | _mm512_cmpgt_epi32_mask(k, top));
-        k = _mm512_maskz_mov_epi32((__mmask16)~escaped, k);            /* cells_tile takes an escape as code 0 */
-        __mmask16 nonzero = _mm512_cmpneq_epi32_mask(k, zero);
+        __m512i k = code_vector(_mm512_castsi512_ps(_mm512_and_si512(v, magnitude)), vs, max_code, &escaped);
         __m512 kk = _mm512_cvtepi32_ps(k);
-        __m512i lo = _mm512_maskz_mov_epi32(nonzero, ceil_f16(_mm512_mul_ps(_mm512_sub_ps(kk, half), vs)));
+        __m512i lo = ceil_f16(_mm512_mul_ps(_mm512_sub_ps(kk, half), vs));
         __m512i hi = ceil_f16(_mm512_mul_ps(_mm512_add_ps(kk, half), vs));
-        __m512i fl = _mm512_srl_epi32(_mm512_add_epi32(lo, round_up), shift);
-        __m512i la = _mm512_srl_epi32(_mm512_add_epi32(hi, round_up), shift);
-        __mmask16 is_zero = (__mmask16)(~escaped & ~nonzero);
-        __m512i f = _mm512_mask_mov_epi32(fl, is_zero, la);
-        f = _mm512_mask_mov_epi32(f, escaped, zero);
-        __m512i c = _mm512_mask_mov_epi32(_mm512_sub_epi32(la, fl), (__mmask16)(escaped | is_zero), one);
-        __mmask16 negative = _mm512_test_epi32_mask(v, sign_bit) & nonzero & (__mmask16)~escaped;
-        __m512i fg = _mm512_mask_mov_epi32(_mm512_maskz_mov_epi32(is_zero, one), escaped, two);
-        _mm512_mask_storeu_epi32(flag + i, valid, fg);
-        _mm512_mask_storeu_epi32(first + i, valid, f);
-        _mm512_mask_storeu_epi32(count + i, valid, c);
-        _mm512_mask_storeu_epi32(sign + i, valid, _mm512_maskz_mov_epi32(negative, sign16));
+        store_cells(i, valid, k, lo, hi, escaped, _mm512_test_epi32_mask(v, sign_bit), _mm512_set1_epi32(0x8000), tz,
+                    flag, first, count, sign);
     }
 }
 #endif
