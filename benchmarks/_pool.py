@@ -1,19 +1,33 @@
-"""A process pool for benchmarks/fuzz.py that survives its workers: one task (an index) at a time per worker, and a
-worker that crashes or stays silent past a deadline is replaced, its task reported lost instead of its result."""
+"""A process pool for the fuzzers (benchmarks/fuzz.py, fuzz_sources.py) that survives its workers: one task (an
+index) at a time per worker, and a worker that crashes or stays silent past a deadline is replaced, its task reported
+lost instead of its result. Also where an exception was raised, which both fuzzers report."""
 
 from __future__ import annotations
 
 import multiprocessing
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any
 
 Worker = Callable[[Connection], None]
 """Runs in the child: receives indexes from the connection until None, sends one result for each."""
 Lost = Callable[[int, str, bool], Any]
 """Makes the result of a task whose worker died (False) or was killed past the deadline (True), with why."""
+
+
+def raise_site(exc: BaseException) -> str:
+    """file:line function of the raise; for an error re-raised with context (`from exc`), of the first raise."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "?"
+    last = frames[-1]
+    return f"{Path(last.filename).name}:{last.lineno} {last.name}"
 
 
 @dataclass

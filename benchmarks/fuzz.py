@@ -40,7 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _mutators import MUTATIONS, Seed  # noqa: E402
-from _pool import Pool  # noqa: E402
+from _pool import Pool, raise_site  # noqa: E402
 
 import bitladder  # noqa: E402
 from bitladder.format.spec import HEADER_SIZE  # noqa: E402
@@ -131,17 +131,6 @@ class Result:
     rss_clean: int = 0
 
 
-def _where(exc: BaseException) -> str:
-    """file:line function of the raise; for an error re-raised with context (`from exc`), of the first raise."""
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    frames = traceback.extract_tb(exc.__traceback__)
-    if not frames:
-        return "?"
-    last = frames[-1]
-    return f"{Path(last.filename).name}:{last.lineno} {last.name}"
-
-
 def _verdict(exc: BaseException | None) -> str:
     if exc is None:
         return "ok"
@@ -199,7 +188,7 @@ def resume_fault(data: bytes, clean: bytes, expected: dict[str, np.ndarray], rng
         decoder.close()
         return "" if _same(decoder.tensors(), expected) else f"resumed at byte {at}: tensors differ from the clean decode"
     except Exception as exc:  # noqa: BLE001
-        return f"resume: {type(exc).__name__} at {_where(exc)}: {str(exc)[:120]}"
+        return f"resume: {type(exc).__name__} at {raise_site(exc)}: {str(exc)[:120]}"
 
 
 def _same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
@@ -212,7 +201,7 @@ def _summary(error: BaseException | None, path: str) -> tuple[str, str, str]:
     verdict = _verdict(error)
     if error is None:
         return verdict, "", ""
-    where = f"{type(error).__name__} at {_where(error)}"
+    where = f"{type(error).__name__} at {raise_site(error)}"
     if verdict == "typed":
         return verdict, "", where
     return verdict, f"{path}: {where}: {str(error)[:160]}", ""
@@ -336,7 +325,7 @@ def _worker(conn: Connection, campaign: Campaign) -> None:
             result.rss, result.rss_clean = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, clean
             conn.send(result)
         except Exception as exc:  # noqa: BLE001 - a bug of the harness itself, not a finding
-            conn.send(Result(index, "?", "?", "harness", detail=f"{type(exc).__name__} at {_where(exc)}: {exc}"))
+            conn.send(Result(index, "?", "?", "harness", detail=f"{type(exc).__name__} at {raise_site(exc)}: {exc}"))
 
 
 @dataclass

@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _pool import Pool  # noqa: E402
+from _pool import Pool, raise_site  # noqa: E402
 from _source_mutators import MUTATIONS, SEEDS, Files, SourceSeed  # noqa: E402
 
 import bitladder  # noqa: E402
@@ -63,17 +63,6 @@ class Result:
     error: str = ""                   # the exception's class (typed and untyped)
     detail: str = ""                  # where and what, for untyped, hang and memory
     repro: str = ""
-
-
-def _where(exc: BaseException) -> str:
-    """file:line function of the raise; for an error re-raised with context (`from exc`), of the first raise."""
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    frames = traceback.extract_tb(exc.__traceback__)
-    if not frames:
-        return "?"
-    last = frames[-1]
-    return f"{Path(last.filename).name}:{last.lineno} {last.name}"
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -146,7 +135,7 @@ class Campaign:
         peak = tracemalloc.get_traced_memory()[1] - before if traced else 0
         verdict = _verdict(error)
         name = type(error).__name__ if error is not None else ""
-        detail = f"{name} at {_where(error)}: {str(error)[:200]}" if error is not None else ""
+        detail = f"{name} at {raise_site(error)}: {str(error)[:200]}" if error is not None else ""
         del error  # its traceback holds the frames of the failed parse
         size = sum(len(b) for b in files.values()) / sum(len(b) for b in seed.files.values())
         ratio = peak / (self.peaks[seed.name] * max(1.0, size))
@@ -196,7 +185,7 @@ def _worker(conn: Connection, plan: Campaign) -> None:
             try:
                 conn.send(plan.evaluate(source, index, Path(scratch)))
             except Exception as exc:  # noqa: BLE001 - a bug of the harness itself, not a finding
-                conn.send(Result(source, index, "?", "?", "harness", detail=f"{type(exc).__name__} at {_where(exc)}: {exc}"))
+                conn.send(Result(source, index, "?", "?", "harness", detail=f"{type(exc).__name__} at {raise_site(exc)}: {exc}"))
 
 
 def fuzz(sources: tuple[str, ...], count: int, workers: int = 1, base: int = 0, timeout: float = 5.0,
