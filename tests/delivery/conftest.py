@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import uvicorn
@@ -54,6 +56,19 @@ class ServerThread:
             self._server.should_exit = True
             self._thread.join(timeout=10)
             self._server = None
+
+
+def wait_until_serving(url: str, process: subprocess.Popen[bytes], what: str) -> None:
+    """Wait until `url` answers; skip the test if `process` (nginx, varnishd) exits or never answers."""
+    for _ in range(200):
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            if process.poll() is not None:
+                pytest.skip(f"{what} did not start: {process.stderr.read().decode()[:300]}")  # type: ignore[union-attr]
+            time.sleep(0.05)
+    pytest.skip(f"{what} did not answer")
 
 
 def arrays(seed: int = 0, rows: int = 96) -> dict[str, np.ndarray]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,17 +14,15 @@ import pytest
 
 from bitladder.delivery import Download, Retry, VirtualClock
 
-from .conftest import bit_exact, free_port, make_package
+from .conftest import bit_exact, free_port, make_package, wait_until_serving
 
 NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install nginx)")
 
 
-@pytest.fixture
-def nginx(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    root = tmp_path / "www" / "models"
-    root.mkdir(parents=True)
-    make_package(root / "small.blad", rows=300)
+def start_nginx(tmp_path: Path, http: str = "access_log off;") -> tuple[subprocess.Popen[bytes], str]:
+    """nginx serving `tmp_path/www` on a free port of 127.0.0.1, with `http` added to its http block; returns the
+    process and its URL once it answers (the test is skipped if it cannot start)."""
     port = free_port()
     conf = tmp_path / "nginx.conf"
     # as root, nginx would hand its workers to an unprivileged user who cannot read pytest's 0700 tmp_path
@@ -36,23 +33,25 @@ pid {tmp_path}/nginx.pid;
 error_log {tmp_path}/error.log;
 events {{ worker_connections 64; }}
 http {{
-    access_log off;
+    {http}
     client_body_temp_path {tmp_path}/body; proxy_temp_path {tmp_path}/proxy;
     fastcgi_temp_path {tmp_path}/fcgi; uwsgi_temp_path {tmp_path}/uwsgi; scgi_temp_path {tmp_path}/scgi;
-    server {{ listen 127.0.0.1:{port}; root {tmp_path}/www; }}
+    server {{ listen 127.0.0.1:{port}; root {tmp_path}/www; location = /__ping {{ return 204; }} }}
 }}
 """)
     process = subprocess.Popen([str(NGINX), "-p", str(tmp_path), "-c", str(conf), "-g", "daemon off;"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            httpx.head(url + "/models/small.blad")
-            break
-        except httpx.TransportError:
-            if process.poll() is not None:
-                pytest.skip(f"nginx did not start: {process.stderr.read().decode()[:300]}")  # type: ignore[union-attr]
-            time.sleep(0.05)
+    wait_until_serving(url + "/__ping", process, "nginx")
+    return process, url
+
+
+@pytest.fixture
+def nginx(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    root = tmp_path / "www" / "models"
+    root.mkdir(parents=True)
+    make_package(root / "small.blad", rows=300)
+    process, url = start_nginx(tmp_path)
     yield url, root
     process.terminate()
     process.wait(timeout=10)

@@ -23,8 +23,8 @@ import pytest
 from bitladder.delivery import Download, PackageChangedError, Retry, VirtualClock
 from bitladder.delivery.server import create_app
 
-from .conftest import ServerThread, bit_exact, free_port, make_package
-from .test_nginx import NGINX, DropEvery
+from .conftest import ServerThread, bit_exact, free_port, make_package, wait_until_serving
+from .test_nginx import NGINX, DropEvery, start_nginx
 
 VARNISHD = shutil.which("varnishd") or next((p for p in ("/usr/sbin/varnishd",) if Path(p).exists()), None)
 pytestmark = pytest.mark.skipif(VARNISHD is None, reason="varnish is not installed (apt-get install varnish)")
@@ -87,18 +87,6 @@ class _Counting:
         await self.app(scope, receive, counted)
 
 
-def _wait_for(url: str, process: subprocess.Popen[bytes], what: str) -> None:
-    for _ in range(200):
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            if process.poll() is not None:
-                pytest.skip(f"{what} did not start: {process.stderr.read().decode()[:300]}")  # type: ignore[union-attr]
-            time.sleep(0.05)
-    pytest.skip(f"{what} did not answer")
-
-
 @pytest.fixture
 def bitladder_origin(tmp_path: Path) -> Iterator[Origin]:
     root = tmp_path / "packages"
@@ -118,26 +106,9 @@ def nginx_origin(tmp_path: Path) -> Iterator[Origin]:
     root = tmp_path / "www" / "models"
     root.mkdir(parents=True)
     make_package(root / "small.blad", rows=300)
-    port = free_port()
-    conf = tmp_path / "nginx.conf"
-    user = "user root root;" if os.geteuid() == 0 else ""
-    conf.write_text(f"""
-{user}
-pid {tmp_path}/nginx.pid;
-error_log {tmp_path}/error.log;
-events {{ worker_connections 64; }}
-http {{
-    log_format counted '$request_method $status';
-    access_log {tmp_path}/access.log counted;
-    client_body_temp_path {tmp_path}/body; proxy_temp_path {tmp_path}/proxy;
-    fastcgi_temp_path {tmp_path}/fcgi; uwsgi_temp_path {tmp_path}/uwsgi; scgi_temp_path {tmp_path}/scgi;
-    server {{ listen 127.0.0.1:{port}; root {tmp_path}/www; location = /__ping {{ return 204; }} }}
-}}
-""")
-    process = subprocess.Popen([str(NGINX), "-p", str(tmp_path), "-c", str(conf), "-g", "daemon off;"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _wait_for(f"http://127.0.0.1:{port}/__ping", process, "nginx")
-    yield Origin(f"http://127.0.0.1:{port}", root, log=tmp_path / "access.log")
+    process, url = start_nginx(tmp_path, http=f"log_format counted '$request_method $status'; "
+                                              f"access_log {tmp_path}/access.log counted;")
+    yield Origin(url, root, log=tmp_path / "access.log")
     process.terminate()
     process.wait(timeout=10)
 
@@ -156,7 +127,7 @@ def proxy(origin: Origin, tmp_path: Path) -> Iterator[str]:
     process = subprocess.Popen([str(VARNISHD), "-F", "-j", "none", "-n", str(tmp_path / "varnish"),
                                 "-a", f"127.0.0.1:{port}", "-f", str(vcl), "-s", "malloc,64m"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _wait_for(f"http://127.0.0.1:{port}/__ping", process, "varnishd")
+    wait_until_serving(f"http://127.0.0.1:{port}/__ping", process, "varnishd")
     yield f"http://127.0.0.1:{port}/models/small.blad"
     process.terminate()
     process.wait(timeout=20)
