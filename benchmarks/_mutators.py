@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bitladder.codecs.states import STORAGE
-from bitladder.format.spec import HEADER_SIZE, MAGIC, VERSION, digest, manifest_digest
+from bitladder.format.spec import HEADER_SIZE, Header, digest, manifest_digest
 
 # Chunk entries are [tensor, block, rung, length, digest hex]; digests are "<name>:<hex>" in the library.
 TENSOR, BLOCK, RUNG, LENGTH, DIGEST = range(5)
@@ -60,7 +60,7 @@ def pack(manifest: Any, data: bytes) -> bytes:
         manifest = json.dumps(manifest, separators=(",", ":"))
     body = manifest.encode() if isinstance(manifest, str) else manifest
     body += b" " * (-len(body) % 8)
-    return MAGIC + struct.pack("<HHQ", VERSION, 0, len(body)) + manifest_digest(body) + body + data
+    return Header(len(body), manifest_digest(body)).pack() + body + data
 
 
 def repack(manifest: dict[str, Any], chunks: list[bytes]) -> bytes:

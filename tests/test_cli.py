@@ -394,3 +394,121 @@ def test_push_refusals_name_status_and_url(served: tuple[ServerThread, Counting,
     requests = len(app.requests)
     line = one_line_error(bitladder_cli("push", tmp_path / "missing.blad", server.url, "--token-file", tmp_path / "token"))
     assert "missing.blad" in line and len(app.requests) == requests      # no request for a missing file
+
+
+# Signatures and trust
+
+def _metadata(path: Path) -> dict[str, str]:
+    length = int.from_bytes(path.read_bytes()[:8], "little")
+    return json.loads(path.read_bytes()[8:8 + length]).get("__metadata__", {})
+
+
+def test_keygen_sign_inspect_decode(model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keygen", "-o", str(tmp_path / "publisher")]) == 0
+    shown = capsys.readouterr().out
+    fingerprint = re.search(r"ed25519:[0-9a-f]{16}", shown)
+    assert fingerprint is not None and "publisher.key" in shown and "publisher.pub" in shown
+    key, pub = tmp_path / "publisher.key", tmp_path / "publisher.pub"
+    assert main(["keygen", "-o", str(tmp_path / "publisher")]) == 2 and "overwrite" in capsys.readouterr().err
+    package = tmp_path / "m.blad"
+    assert main(["encode", str(model_file), "-o", str(package), "--sign", str(key), "--model-id", "m"]) == 0
+    assert f"signed by {fingerprint[0]}" in capsys.readouterr().err
+    assert main(["inspect", str(package), "--trust", str(pub)]) == 0
+    assert f"signature  {fingerprint[0]}, verified against --trust" in capsys.readouterr().out
+    assert main(["inspect", str(package)]) == 0
+    assert "not checked" in capsys.readouterr().out
+    assert main(["inspect", str(package), "--json", "--trust", str(pub)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["signed"], report["key"], report["trusted"]) == (True, fingerprint[0], True)
+    plain = tmp_path / "plain.safetensors"
+    assert main(["decode", str(package), "-o", str(plain)]) == 0
+    assert plain.read_bytes() == model_file.read_bytes()  # without --trust: the source bit for bit
+    trusted = tmp_path / "trusted.safetensors"
+    assert main(["decode", str(package), "-o", str(trusted), "--trust", str(pub)]) == 0
+    assert _metadata(trusted) == {"format": "pt", "bitladder.model_id": "m", "bitladder.model_version": "1",
+                                  "bitladder.signer": fingerprint[0]}
+    source = load_source(model_file)
+    decoded = load_source(trusted)
+    assert all(np.asarray(decoded.tensors[n].data).tobytes() == np.asarray(t.data).tobytes()
+               for n, t in source.tensors.items())
+
+
+def test_untrusted_or_unsigned_packages_write_nothing(model_file: Path, tmp_path: Path) -> None:
+    for name in ("publisher", "other"):
+        assert main(["keygen", "-o", str(tmp_path / name)]) == 0
+    signed, unsigned = tmp_path / "signed.blad", tmp_path / "unsigned.blad"
+    assert main(["encode", str(model_file), "-o", str(signed), "--sign", str(tmp_path / "publisher.key")]) == 0
+    assert main(["encode", str(model_file), "-o", str(unsigned)]) == 0
+    out = tmp_path / "out.safetensors"
+    line = one_line_error(bitladder_cli("decode", signed, "-o", out, "--trust", tmp_path / "other.pub"))
+    assert "not trusted" in line and "signed.blad" in line
+    line = one_line_error(bitladder_cli("decode", unsigned, "-o", out, "--trust", tmp_path / "publisher.pub"))
+    assert "not signed" in line
+    assert main(["inspect", str(signed), "--trust", str(tmp_path / "other.pub")]) == 2
+    # Key rotation: either key of the set is accepted.
+    assert main(["decode", str(signed), "-o", str(out), "--trust", str(tmp_path / "other.pub"),
+                 "--trust", str(tmp_path / "publisher.pub")]) == 0
+    assert not [p for p in listing(tmp_path) if p.endswith(".tmp")]
+
+
+def test_an_older_version_is_not_written_over_a_newer_one(model_file: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keygen", "-o", str(tmp_path / "k")]) == 0
+    trust = ["--trust", str(tmp_path / "k.pub")]
+    for version in ("1.9", "1.10"):
+        assert main(["encode", str(model_file), "-o", str(tmp_path / f"v{version}.blad"), "--model-id", "m",
+                     "--model-version", version, "--sign", str(tmp_path / "k.key")]) == 0
+    out = tmp_path / "out.safetensors"
+    assert main(["decode", str(tmp_path / "v1.10.blad"), "-o", str(out), *trust]) == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+    assert main(["decode", str(tmp_path / "v1.9.blad"), "-o", str(out), *trust]) == 2
+    assert "version '1.9' is older than version '1.10'" in capsys.readouterr().err and out.read_bytes() == before
+    assert main(["decode", str(tmp_path / "v1.9.blad"), "-o", str(out)]) == 2  # the record counts without --trust too
+    assert main(["decode", str(tmp_path / "v1.9.blad"), "-o", str(out), *trust, "--allow-downgrade"]) == 0
+    assert _metadata(out)["bitladder.model_version"] == "1.9"
+
+
+def test_fetch_with_trust(model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("publisher", "other"):
+        assert main(["keygen", "-o", str(tmp_path / name)]) == 0
+    root = tmp_path / "served"
+    root.mkdir()
+    for version in ("1", "2"):
+        assert main(["encode", str(model_file), "-o", str(root / f"v{version}.blad"), "--model-id", "m",
+                     "--model-version", version, "--sign", str(tmp_path / "publisher.key")]) == 0
+    server = ServerThread(create_app(root)).start()
+    try:
+        out = tmp_path / "out.safetensors"
+        capsys.readouterr()
+        assert main(["fetch", f"{server.url}/models/v2.blad", "-o", str(out), "--trust", str(tmp_path / "other.pub")]) == 2
+        assert "not trusted" in capsys.readouterr().err and not out.exists()
+        assert main(["fetch", f"{server.url}/models/v2.blad", "-o", str(out),
+                     "--trust", str(tmp_path / "publisher.pub")]) == 0
+        assert _metadata(out)["bitladder.model_version"] == "2"
+        assert main(["fetch", f"{server.url}/models/v1.blad", "-o", str(out),
+                     "--trust", str(tmp_path / "publisher.pub")]) == 2
+        assert "older than version '2'" in capsys.readouterr().err
+        assert _metadata(out)["bitladder.model_version"] == "2"
+    finally:
+        server.stop()
+
+
+def test_push_to_a_trusting_server_says_why_it_was_refused(model_file: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keygen", "-o", str(tmp_path / "k")]) == 0
+    root = tmp_path / "served"
+    root.mkdir()
+    (tmp_path / "token").write_text(TOKEN)
+    assert main(["encode", str(model_file), "-o", str(tmp_path / "m.blad")]) == 0
+    server = ServerThread(create_app(root, token=TOKEN, trust=bitladder.load_trust(tmp_path / "k.pub"))).start()
+    try:
+        capsys.readouterr()
+        assert main(["push", str(tmp_path / "m.blad"), server.url, "--token-file", str(tmp_path / "token")]) == 2
+        err = capsys.readouterr().err
+        assert "403" in err and "not signed" in err and "token" not in err
+        assert main(["encode", str(model_file), "-o", str(tmp_path / "s.blad"), "--sign", str(tmp_path / "k.key")]) == 0
+        assert main(["push", str(tmp_path / "s.blad"), server.url, "--token-file", str(tmp_path / "token")]) == 0
+        assert listing(root) == {"s.blad"}
+    finally:
+        server.stop()

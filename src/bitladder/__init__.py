@@ -10,37 +10,47 @@ from .api import encode, open
 from .codecs.ladder import ExactRung, HalfRung, IntRung, Ladder, Rung
 from .errors import (
     BadMagicError,
+    BadSignatureError,
     BitladderError,
     ChunkIntegrityError,
     DecoderStateError,
+    DowngradeError,
     FileAccessError,
     FormatError,
+    KeyFileError,
     ManifestError,
     MissingFileError,
     SourceError,
     TruncatedError,
+    TrustError,
     UnknownTensorError,
+    UnsignedPackageError,
     UnsupportedDtypeError,
     UnsupportedVersionError,
+    UntrustedKeyError,
     UsageError,
 )
 from .format.framer import Fed
 from .format.reader import Package, StreamDecoder, TensorUpdate
+from .format.signing import Trust, generate_keys, load_signing_key, load_trust
 from .format.spec import Manifest
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BadMagicError",
+    "BadSignatureError",
     "BitladderError",
     "ChunkIntegrityError",
     "DecoderStateError",
+    "DowngradeError",
     "ExactRung",
     "Fed",
     "FileAccessError",
     "FormatError",
     "HalfRung",
     "IntRung",
+    "KeyFileError",
     "Ladder",
     "Manifest",
     "ManifestError",
@@ -51,10 +61,17 @@ __all__ = [
     "StreamDecoder",
     "TensorUpdate",
     "TruncatedError",
+    "Trust",
+    "TrustError",
     "UnknownTensorError",
+    "UnsignedPackageError",
     "UnsupportedDtypeError",
     "UnsupportedVersionError",
+    "UntrustedKeyError",
     "UsageError",
     "encode",
+    "generate_keys",
+    "load_signing_key",
+    "load_trust",
     "open",
 ]

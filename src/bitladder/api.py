@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -12,10 +13,13 @@ from numpy.typing import NDArray
 from .codecs.blocks import encode_tensor
 from .codecs.entropy import DEFAULT_LEVEL
 from .codecs.ladder import DEFAULT_LADDER, DEFAULT_MIN_SIZE, Ladder
+from .codecs.quality import QualityMeter
 from .delivery.client import Download
-from .errors import UsageError
+from .errors import LineageError, UsageError
+from .format.lineage import model_weights
 from .format.reader import Package, StreamDecoder
-from .format.spec import Manifest
+from .format.signing import SigningKey, Trust, load_signing_key
+from .format.spec import Manifest, Parent
 from .format.writer import PackageWriter, Priorities
 from .sources import SourceModel, from_arrays, load_source
 
@@ -36,6 +40,7 @@ def encode(
     level: int = DEFAULT_LEVEL,
     progress: Progress | None = None,
     priorities: Priorities | None = None,
+    sign: str | os.PathLike[str] | SigningKey | None = None,
 ) -> Manifest:
     """Encode a model into a progressive package at `output`; returns its manifest.
 
@@ -47,8 +52,10 @@ def encode(
     `min_size`, default 4096, complete it) or a `Ladder`, which holds both itself: passing either with a
     `Ladder` is a `UsageError`, as is an unknown rung. `schedule="rd"` orders each rung's chunks by
     `priorities` ((tensor name, rung) -> value, highest first), e.g. from `bitladder.eval.rd.rd_priorities`.
+    `sign` (a `.key` file from `bitladder keygen`, or a loaded key) signs the package.
     """
     ladder = _ladder(ladder, group_size, min_size)
+    signing_key = load_signing_key(sign) if isinstance(sign, (str, os.PathLike)) else sign  # before the work
     if isinstance(source, SourceModel):
         model = source
     elif isinstance(source, Mapping):
@@ -59,16 +66,21 @@ def encode(
     if model_id is None:
         model_id = output.stem
     source_info = {"format": model.format, "digest": model.digest(), "metadata": model.metadata}
-    writer = PackageWriter(output, model_id, model_version, source_info, ladder, schedule, priorities)
+    writer = PackageWriter(output, model_id, model_version, source_info, ladder, schedule, priorities,
+                           signing_key=signing_key)
     total, done = model.nbytes, 0
+    meter = QualityMeter(ladder)  # SQNR per rung, recorded in the manifest
     try:
         for tensor in model.tensors.values():
-            index, plan = writer.add_tensor(tensor.spec)
+            index, plan = writer.add_tensor(tensor.spec, tensor.data)
+            probe = meter.tensor(plan, tensor.data)
             for step, block, payload in encode_tensor(plan, tensor.data, level):
                 writer.add_chunk(index, step, block, payload)
+                probe.add(step, block, payload)
             done += tensor.spec.nbytes
             if progress is not None:
                 progress(done, total, tensor.name)
+        writer.quality = meter.quality()
         return writer.finish()
     except BaseException:
         writer.abort()
@@ -95,10 +107,11 @@ def _ladder(ladder: str | Ladder, group_size: int | None, min_size: int | None) 
 
 
 def open(source: str | os.PathLike[str] | bytes | bytearray | memoryview,  # noqa: A001
-         max_bytes: int | None = None) -> Package | Download:
+         max_bytes: int | None = None, *, trust: Trust | None = None) -> Package | Download:
     """Open a package from a path or bytes (random access), or from an http(s) URL (a resuming stream).
 
-    `max_bytes` refuses a package whose tensors would take more memory than that (a `ManifestError`).
+    `max_bytes` refuses a package whose tensors would take more memory than that (a `ManifestError`); `trust`
+    (`bitladder.load_trust("publisher.pub")`) one not signed by a trusted key (a `TrustError`), before any tensor.
 
     >>> package = bitladder.open("model.blad")                       # doctest: +SKIP
     >>> tensors = package.decode(rung=0)                              # doctest: +SKIP
@@ -107,5 +120,103 @@ def open(source: str | os.PathLike[str] | bytes | bytearray | memoryview,  # noq
     ...     print(update.name, download.decoder.rung)
     """
     if isinstance(source, str) and source.startswith(("http://", "https://")):
-        return Download(source, sink=StreamDecoder(max_bytes=max_bytes))
-    return Package.open(source, max_bytes)
+        return Download(source, sink=StreamDecoder(max_bytes=max_bytes, trust=trust))
+    return Package.open(source, max_bytes, trust=trust)
+
+
+def _held(source: str | os.PathLike[str] | SourceModel | Mapping[str, NDArray[np.generic]],
+          trust: Trust | None = None) -> tuple[SourceModel, Manifest | None]:
+    """A model given as a file, a (full) package, a `SourceModel` or arrays; with the package's manifest."""
+    if isinstance(source, SourceModel):
+        return source, None
+    if isinstance(source, Mapping):
+        return from_arrays(source), None
+    if Path(source).suffix != ".blad":
+        return load_source(source), None
+    package = Package.open(source, trust=trust)
+    if package.manifest.parent is not None:
+        raise UsageError(f"{source} is a delta package (of {package.manifest.parent.describe()}); apply it first "
+                         "with bitladder patch and give the result")
+    metadata = package.manifest.source.get("metadata") or {}
+    return from_arrays(package.decode(), metadata), package.manifest
+
+
+def diff(
+    old: str | os.PathLike[str] | SourceModel | Mapping[str, NDArray[np.generic]],
+    new: str | os.PathLike[str] | SourceModel | Mapping[str, NDArray[np.generic]],
+    output: str | os.PathLike[str],
+    *,
+    version: str,
+    model_id: str | None = None,
+    parent_version: str | None = None,
+    approximate_bits: int | None = 8,
+    level: int = DEFAULT_LEVEL,
+    progress: Progress | None = None,
+    sign: str | os.PathLike[str] | SigningKey | None = None,
+    trust: Trust | None = None,
+) -> Manifest:
+    """A delta package at `output` that takes a device holding `old` to `new`: first an approximation of every
+    changed tensor (about `approximate_bits` bits of each change; None: no approximate rung), then `new`
+    bit-exact. Unchanged tensors cost a few bytes; tensors that are new or changed shape travel whole.
+
+    `old` and `new` are model files, packages, `SourceModel`s or arrays. The delta's parent is `old`: its id and
+    version come from `old`'s package, or from `model_id` and `parent_version` for a model file.
+
+    >>> manifest = diff("v1.blad", "finetuned.safetensors", "v1-to-v2.blad", version="2")   # doctest: +SKIP
+    >>> manifest.parent.version, manifest.rung_bytes()                                      # doctest: +SKIP
+    ('1', [412000, 3100000])
+    """
+    signing_key = load_signing_key(sign) if isinstance(sign, (str, os.PathLike)) else sign
+    old_model, old_manifest = _held(old, trust)
+    new_model, _ = _held(new, trust)
+    output = Path(output)
+    parent_id = old_manifest.model_id if old_manifest else model_id or output.stem
+    model_id = model_id or parent_id
+    parent_version = old_manifest.model_version if old_manifest and parent_version is None else parent_version
+    if parent_version is None:
+        raise UsageError(f"the old model {old} is not a package: give the version it is (parent_version=, "
+                         "--parent-version) so the delta can name its parent")
+    if version == parent_version:
+        raise UsageError(f"the new version {version!r} equals its parent's: give the update a version of its own")
+    ladder = Ladder.parse("exact" if approximate_bits is None else f"delta{approximate_bits},exact")
+    parent = Parent(parent_id, parent_version, model_weights(old_model))
+    source_info = {"format": new_model.format, "digest": new_model.digest(), "metadata": new_model.metadata}
+    writer = PackageWriter(output, model_id, version, source_info, ladder, parent=parent, signing_key=signing_key)
+    total, done = new_model.nbytes, 0
+    try:
+        for tensor in new_model.tensors.values():
+            held = old_model.tensors.get(tensor.name)
+            same = held is not None and held.spec == tensor.spec
+            index, plan = writer.add_tensor(dataclasses.replace(tensor.spec, delta=same), tensor.data)
+            for step, block, payload in encode_tensor(plan, tensor.data, level, held.data if same and held else None):
+                writer.add_chunk(index, step, block, payload)
+            done += tensor.spec.nbytes
+            if progress is not None:
+                progress(done, total, tensor.name)
+        return writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def patch(
+    old: str | os.PathLike[str] | SourceModel | Mapping[str, NDArray[np.generic]],
+    update: str | os.PathLike[str] | bytes,
+    *,
+    trust: Trust | None = None,
+) -> tuple[Manifest, dict[str, NDArray[np.generic]]]:
+    """Apply the delta package `update` to `old` (the weights it was made from): the new version's manifest and
+    tensors, bit-exact (checked against the weights digest the delta records).
+
+    >>> manifest, tensors = patch("v1.blad", "v1-to-v2.blad")          # doctest: +SKIP
+    """
+    old_model, _ = _held(old, trust)
+    package = Package.open(update, trust=trust)
+    if not package.manifest.is_delta:
+        raise UsageError(f"{getattr(package, 'name', update)} is a full package, not a delta: decode it instead")
+    tensors = package.decode(parent=old_model)
+    weights = model_weights(from_arrays(tensors))
+    if weights != package.manifest.weights:  # every chunk verified, so only a codec defect can get here
+        raise LineageError(f"patched weights {weights[:23]}… differ from version {package.manifest.model_version!r}'s "
+                           f"{package.manifest.weights[:23]}…")
+    return package.manifest, tensors

@@ -1,4 +1,4 @@
-"""The `bitladder` command: encode, inspect, decode, serve, push, fetch, eval. The only module that prints or exits.
+"""The `bitladder` command: keygen, encode, inspect, decode, serve, push, fetch, eval. The only module that prints or exits.
 
 Every failure is one line on stderr and exit status 2; Ctrl-C is one line and 130. Outputs are written whole or
 not at all (`bitladder.outputs`).
@@ -22,16 +22,17 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from . import __version__, api
-from .cliargs import LADDER_HELP, RUNG_NAMES, check_ladder
+from .cliargs import LADDER_HELP, RUNG_NAMES, add_trust, check_ladder, trust_of
 from .codecs.entropy import DEFAULT_LEVEL
 from .codecs.ladder import DEFAULT_LADDER, DEFAULT_MIN_SIZE
 from .delivery.commands import register as register_delivery
 from .errors import BitladderError
 from .eval.commands import register as register_eval
 from .format.reader import Package
+from .format.signing import fingerprint, generate_keys, load_signing_key, public_key, signer
 from .format.spec import Manifest
 from .format.writer import SCHEDULES
-from .outputs import STDOUT, check_output, write_model
+from .outputs import STDOUT, check_not_older, check_output, write_model
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
@@ -47,8 +48,16 @@ def _progress() -> Progress:
                     console=console, transient=True, disable=not console.is_terminal)
 
 
+def cmd_keygen(args: argparse.Namespace) -> None:
+    key_path, pub_path = generate_keys(args.output)
+    out.print(escape(f"signing key  {key_path}  (secret: keep it, mode 0600; encode --sign {key_path})"))
+    out.print(escape(f"public key   {pub_path}  (give it to readers: --trust {pub_path})"))
+    out.print(f"fingerprint  {fingerprint(public_key(load_signing_key(key_path)))}")
+
+
 def cmd_encode(args: argparse.Namespace) -> None:
     check_ladder(args.ladder)
+    signing_key = load_signing_key(args.sign) if args.sign else None  # before reading the model
     check_output(args.output)  # before reading the model
     started = time.perf_counter()
     with _progress() as bar:
@@ -59,11 +68,12 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
         manifest = api.encode(args.source, args.output, ladder=args.ladder, group_size=args.group_size,
                               min_size=args.min_size, model_id=args.model_id, model_version=args.model_version,
-                              schedule=args.schedule, level=args.level, progress=report)
+                              schedule=args.schedule, level=args.level, progress=report, sign=signing_key)
     seconds = time.perf_counter() - started
     size = len(manifest.encode()) + manifest.data_length
+    signed = "" if signing_key is None else f", signed by {fingerprint(public_key(signing_key))}"
     console.print(escape(f"wrote {args.output}: {size:,} bytes, {len(manifest.tensors)} tensors, "
-                         f"ladder {','.join(manifest.ladder.names)}, in {seconds:.1f} s"))
+                         f"ladder {','.join(manifest.ladder.names)}{signed}, in {seconds:.1f} s"))
 
 
 def _rung_rows(manifest: Manifest) -> list[dict[str, Any]]:
@@ -117,11 +127,13 @@ def tensor_table(package: Package) -> Table:
     return table
 
 
-def inspect_json(package: Package, tensors: bool) -> dict[str, Any]:
-    """What `inspect` shows, as one JSON object (`--json`); `tensors` adds the per-tensor rows."""
+def inspect_json(package: Package, tensors: bool, trusted: bool | None = None) -> dict[str, Any]:
+    """What `inspect` shows, as one JSON object (`--json`); `tensors` adds the per-tensor rows; `trusted` says
+    whether the signature was checked against `--trust` (None: not checked)."""
     manifest = package.manifest
     report: dict[str, Any] = {
         "model_id": manifest.model_id, "model_version": manifest.model_version,
+        "signed": package.header.signed, "key": signer(package.header), "trusted": trusted,
         "source": {"format": manifest.source.get("format"), "digest": manifest.source.get("digest"),
                    "bytes": sum(t.nbytes for t in manifest.tensors),
                    "dtypes": dict(sorted(Counter(t.dtype for t in manifest.tensors).items()))},
@@ -132,10 +144,19 @@ def inspect_json(package: Package, tensors: bool) -> dict[str, Any]:
     return report
 
 
+def _signature_line(package: Package, trusted: bool) -> str:
+    key = signer(package.header)
+    if key is None:
+        return "signature  none (unsigned)"
+    return f"signature  {key}, " + ("verified against --trust" if trusted else "not checked (give --trust KEY.pub)")
+
+
 def cmd_inspect(args: argparse.Namespace) -> None:
-    package = Package.open(args.package)
+    trust = trust_of(args)
+    package = Package.open(args.package, trust=trust)  # a refused signature fails here
     if args.json:
-        sys.stdout.write(json.dumps(inspect_json(package, args.tensors), indent=2, ensure_ascii=False) + "\n")
+        report = inspect_json(package, args.tensors, None if trust is None else True)
+        sys.stdout.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
         return
     manifest = package.manifest
     dtypes = Counter(t.dtype for t in manifest.tensors)
@@ -145,7 +166,8 @@ def cmd_inspect(args: argparse.Namespace) -> None:
              f"dtypes {', '.join(f'{d} x{n}' for d, n in sorted(dtypes.items()))}",
              f"digest     {manifest.source.get('digest', '?')}",
              f"package    {package.data_start + manifest.data_length:,} bytes "
-             f"(header and manifest {package.data_start:,}), schedule {manifest.schedule}"]
+             f"(header and manifest {package.data_start:,}), schedule {manifest.schedule}",
+             _signature_line(package, trust is not None)]
     for line in lines:
         out.print(escape(line))
     out.print(rung_table(package))
@@ -154,23 +176,62 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 
 
 def cmd_decode(args: argparse.Namespace) -> None:
-    package = Package.open(args.package)
+    trust = trust_of(args)
+    package = Package.open(args.package, trust=trust)
     manifest = package.manifest
     rung = manifest.rung_index(args.rung or None)
     check_output(args.output)  # before decoding
+    check_not_older(args.output, manifest, args.allow_downgrade)
     name = manifest.ladder.rungs[rung].name
     status = console.status(f"decoding at rung {name}") if console.is_terminal else contextlib.nullcontext()
     with status:
         tensors = package.decode(rung)
-        written = write_model(args.output, manifest, tensors)
+        written = write_model(args.output, manifest, tensors, signer=None if trust is None else signer(package.header),
+                              allow_downgrade=args.allow_downgrade)
     where = "stdout" if args.output == STDOUT else args.output
     console.print(escape(f"wrote {where}: {len(tensors)} tensors ({written}) at rung {name}"))
+
+
+def cmd_diff(args: argparse.Namespace) -> None:
+    check_output(args.output)
+    started = time.perf_counter()
+    with _progress() as bar:
+        task = bar.add_task("coding the update", total=None)
+
+        def report(done: int, total: int, name: str) -> None:
+            bar.update(task, completed=done, total=total, description=f"coding {name[-40:]}")
+
+        manifest = api.diff(args.old, args.new, args.output, version=args.model_version, model_id=args.model_id,
+                            parent_version=args.parent_version,
+                            approximate_bits=None if args.approximate_bits == 0 else args.approximate_bits,
+                            level=args.level, progress=report, sign=args.sign, trust=trust_of(args))
+    seconds = time.perf_counter() - started
+    assert manifest.parent is not None  # a diff always makes a delta
+    sizes = ", ".join(f"{rung.name} {size:,}" for rung, size in zip(manifest.ladder.rungs, manifest.rung_bytes(), strict=True))
+    changed = len({chunk.tensor for chunk in manifest.chunks if chunk.length})
+    console.print(escape(f"wrote {args.output}: {manifest.model_id} {manifest.parent.version} -> {manifest.model_version}, "
+                         f"{len(manifest.encode()) + manifest.data_length:,} bytes ({sizes}); {changed} of "
+                         f"{len(manifest.tensors)} tensors changed or new; in {seconds:.1f} s"))
+
+
+def cmd_patch(args: argparse.Namespace) -> None:
+    check_output(args.output)
+    manifest, tensors = api.patch(args.old, args.update, trust=trust_of(args))
+    written = write_model(args.output, manifest, tensors)
+    where = "stdout" if args.output == STDOUT else args.output
+    console.print(escape(f"wrote {where}: {manifest.model_id} version {manifest.model_version}, {len(tensors)} tensors "
+                         f"({written}), bit-exact (weights {manifest.weights[:23]}…)"))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bitladder", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"bitladder {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    keygen = commands.add_parser("keygen", help="make an Ed25519 key pair for signing packages")
+    keygen.add_argument("-o", "--output", required=True,
+                        help="name prefix: writes PREFIX.key (secret, mode 0600) and PREFIX.pub; never overwrites")
+    keygen.set_defaults(run=cmd_keygen)
 
     encode = commands.add_parser("encode", help="encode a model into a progressive .blad package")
     encode.add_argument("source", help=".safetensors file, Hugging Face folder, .pt/.pth/.bin state dict, or .onnx")
@@ -184,19 +245,43 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--schedule", choices=sorted(SCHEDULES), default="source",
                         help="order of chunks within a rung")
     encode.add_argument("--level", type=int, default=DEFAULT_LEVEL, help=f"zstd level (default {DEFAULT_LEVEL})")
+    encode.add_argument("--sign", metavar="KEY.key", help="sign the package with this key (from bitladder keygen)")
     encode.set_defaults(run=cmd_encode)
 
     inspect = commands.add_parser("inspect", help="show a package's rungs and sizes")
     inspect.add_argument("package", help="package file (.blad)")
     inspect.add_argument("--tensors", action="store_true", help="also show each tensor's bytes per rung")
     inspect.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of tables")
+    add_trust(inspect, "show")
     inspect.set_defaults(run=cmd_inspect)
 
     decode = commands.add_parser("decode", help="write the model at a rung (safetensors, or ONNX for ONNX sources)")
     decode.add_argument("package", help="package file (.blad)")
     decode.add_argument("-o", "--output", required=True, help="file to write (.safetensors, or .onnx); - for stdout")
     decode.add_argument("--rung", help=f"rung name, one of the package's ({RUNG_NAMES}); default: the last")
+    add_trust(decode, "decode", downgrade=True)
     decode.set_defaults(run=cmd_decode)
+
+    diff = commands.add_parser("diff", help="code the update from an old model to a new one as a progressive delta package")
+    diff.add_argument("old", help="the model devices hold: a full .blad package or a model file")
+    diff.add_argument("new", help="the new version: a model file or a full .blad package")
+    diff.add_argument("-o", "--output", required=True, help="delta package to write (.blad)")
+    diff.add_argument("--model-version", required=True, help="version of the new model recorded in the update")
+    diff.add_argument("--model-id", help="model id (default: the old package's, or the output file stem)")
+    diff.add_argument("--parent-version", help="version of OLD when it is a model file (a package records its own)")
+    diff.add_argument("--approximate-bits", type=int, default=8,
+                      help="bits of each change the first, approximate rung keeps (default 8; 0: no approximate rung)")
+    diff.add_argument("--level", type=int, default=DEFAULT_LEVEL, help=f"zstd level (default {DEFAULT_LEVEL})")
+    diff.add_argument("--sign", metavar="KEY.key", help="sign the update with this key (from bitladder keygen)")
+    add_trust(diff, "read OLD and NEW packages")
+    diff.set_defaults(run=cmd_diff)
+
+    patch = commands.add_parser("patch", help="apply a delta package to the old model: the new one, bit-exact")
+    patch.add_argument("old", help="the model the update was made from: a full .blad package or a model file")
+    patch.add_argument("update", help="delta package (.blad) from bitladder diff")
+    patch.add_argument("-o", "--output", required=True, help="file to write (.safetensors, or .onnx); - for stdout")
+    add_trust(patch, "apply")
+    patch.set_defaults(run=cmd_patch)
 
     register_delivery(commands)
     register_eval(commands)

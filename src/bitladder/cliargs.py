@@ -8,7 +8,10 @@ ValueError: --ladder 'int8,,exact': empty rung name at position 2; rungs are int
 
 from __future__ import annotations
 
+import argparse
+
 from .codecs.ladder import Ladder
+from .format.signing import Trust, load_trust
 
 RUNG_NAMES = "int2..int8, bf16, fp16, exact"
 LADDER_HELP = f"comma-separated rungs, least to most precise; rungs are {RUNG_NAMES}"
@@ -24,3 +27,18 @@ def check_ladder(text: str, option: str = "--ladder") -> str:
     except ValueError as exc:
         raise ValueError(f"{option} {text!r}: {exc}") from None
     return text
+
+
+def add_trust(parser: argparse.ArgumentParser, what: str, downgrade: bool = False) -> None:
+    """`--trust KEY.pub` (repeatable) and, for commands that write a model, `--allow-downgrade`."""
+    parser.add_argument("--trust", action="append", metavar="KEY.pub",
+                        help=f"{what} only packages signed by this key (repeat for several, e.g. during a key "
+                             "rotation); unsigned or otherwise signed ones are refused")
+    if downgrade:
+        parser.add_argument("--allow-downgrade", action="store_true",
+                            help="write an older version over an output that records a newer one of the same model")
+
+
+def trust_of(args: argparse.Namespace) -> Trust | None:
+    """The trust set of `--trust`, None when not given."""
+    return load_trust(args.trust) if args.trust else None

@@ -7,6 +7,13 @@
     │   ├── ManifestError           the manifest is too large, not JSON, or inconsistent
     │   ├── TruncatedError          the data ended before the manifest said it would
     │   └── ChunkIntegrityError     a chunk's bytes do not match its digest or do not decode
+    ├── TrustError                  a package that the caller's trust set does not accept (raised, never retried)
+    │   ├── UnsignedPackageError    no signature, but trusted keys were given
+    │   ├── BadSignatureError       the signature does not verify over the header (forged or corrupted)
+    │   ├── UntrustedKeyError       signed by a key outside the trust set
+    │   ├── DowngradeError          an older version of a model than the one already held
+    │   └── KeyFileError            a key file that is not a bitladder Ed25519 key
+    ├── LineageError                a delta given weights other than its parent's (names both versions)
     ├── SourceError                 a model file we cannot read
     │   └── UnsupportedDtypeError   a tensor dtype the codec does not handle
     ├── DecoderStateError           a call the decoder cannot honour in its current state
@@ -55,6 +62,39 @@ class TruncatedError(FormatError):
 
 class ChunkIntegrityError(FormatError):
     """A chunk failed its digest check or could not be decoded."""
+
+
+class TrustError(BitladderError):
+    """A package the caller's trust set does not accept, or a key that cannot be used.
+
+    Not a `FormatError`: the bytes may be a valid package, so fetching them again cannot help. Decoders raise it
+    from `feed` (after the header arrives, before the manifest is parsed or any tensor handed out) and refuse
+    every later call with it.
+    """
+
+
+class UnsignedPackageError(TrustError):
+    """Trusted keys were given, but the package carries no signature."""
+
+
+class BadSignatureError(TrustError):
+    """The signature does not verify over the header: the header, manifest or signature was altered."""
+
+
+class UntrustedKeyError(TrustError):
+    """The package is signed by a key that is not in the trust set."""
+
+
+class DowngradeError(TrustError):
+    """An older version of a model than the one already held (a replay), refused unless a downgrade is allowed."""
+
+
+class KeyFileError(TrustError):
+    """A signing or public key file that is not a bitladder Ed25519 key."""
+
+
+class LineageError(BitladderError):
+    """A delta package applied to weights other than the parent it was made from, or without them."""
 
 
 class SourceError(BitladderError):

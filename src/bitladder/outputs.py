@@ -7,6 +7,11 @@ exception, Ctrl-C) leaves nothing behind; with `O_TMPFILE` even `kill -9` leaves
 device, a FIFO, or a symlink through `/dev` or `/proc` (`/dev/stdout`) is written directly: renaming over
 it would replace it with a regular file. A symlink to a regular file replaces the file it points to.
 
+Provenance: a model written from a package whose signature was checked (`write_model(..., signer=)`, the
+`--trust` of `decode` and `fetch`) records `bitladder.model_id`, `bitladder.model_version` and `bitladder.signer`
+in its safetensors metadata, and an older version of that model id is then refused over it (`DowngradeError`)
+unless a downgrade is allowed. Without a signer nothing is added, so an exact decode stays the source bit for bit.
+
 >>> with output_file("model.safetensors") as out:     # doctest: +SKIP
 ...     out.write(data)
 """
@@ -36,6 +41,8 @@ if TYPE_CHECKING:
 
 STDOUT = "-"
 _LINK_HOPS = 40  # as the kernel's symlink limit
+MODEL_ID_KEY, MODEL_VERSION_KEY, SIGNER_KEY = "bitladder.model_id", "bitladder.model_version", "bitladder.signer"
+_MAX_HEADER = 100 * 1024 * 1024  # as safetensors
 
 
 class OutputError(FileAccessError):
@@ -214,12 +221,45 @@ def write_safetensors_to(out: IO[bytes], tensors: Mapping[str, tuple[str, NDArra
         out.write(storage_bits(dtype, array).reshape(-1).view(np.uint8).data)
 
 
-def write_model(path: str | os.PathLike[str], manifest: Manifest, tensors: Mapping[str, NDArray[Any]]) -> str:
+def recorded_model(path: str | os.PathLike[str]) -> tuple[str, str] | None:
+    """The (model id, version) an existing safetensors file at `path` records in its metadata, if it does."""
+    target = _target(path)
+    if target is None or not target.is_file():
+        return None
+    try:
+        with open(target, "rb") as handle:
+            prefix = handle.read(8)
+            length = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else _MAX_HEADER + 1
+            header = json.loads(handle.read(length)) if length <= _MAX_HEADER else None
+    except (OSError, ValueError, RecursionError):
+        return None  # unreadable, or not safetensors: nothing recorded
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(metadata, dict):
+        return None
+    model_id, version = metadata.get(MODEL_ID_KEY), metadata.get(MODEL_VERSION_KEY)
+    return (model_id, version) if isinstance(model_id, str) and isinstance(version, str) else None
+
+
+def check_not_older(path: str | os.PathLike[str], manifest: Manifest, allow_downgrade: bool = False) -> None:
+    """Raise `DowngradeError` if the file at `path` records a newer version of `manifest`'s model id."""
+    from .format.signing import check_downgrade  # outputs is imported by the format package itself
+
+    recorded = recorded_model(path)
+    if recorded is not None and recorded[0] == manifest.model_id:
+        check_downgrade(manifest.model_id, recorded[1], manifest.model_version, allow_downgrade, f"output {path}")
+
+
+def write_model(path: str | os.PathLike[str], manifest: Manifest, tensors: Mapping[str, NDArray[Any]], *,
+                signer: str | None = None, allow_downgrade: bool = False) -> str:
     """Write decoded tensors as the source's format: ONNX for an ONNX source, else safetensors. Returns it.
+
+    `signer` (the fingerprint of the key whose signature was checked) records the provenance in the metadata;
+    an output recording a newer version of the same model id is never replaced unless `allow_downgrade`.
 
     >>> write_model("out.safetensors", package.manifest, package.decode())   # doctest: +SKIP
     'safetensors'
     """
+    check_not_older(path, manifest, allow_downgrade)
     metadata = manifest.source.get("metadata") or {}
     specs = {t.name: t for t in manifest.tensors}
     stored = {name: (specs[name].dtype, array) for name, array in tensors.items()}
@@ -231,6 +271,9 @@ def write_model(path: str | os.PathLike[str], manifest: Manifest, tensors: Mappi
         with output_file(path) as out:
             out.write(data)
         return "onnx"
+    if signer is not None:
+        metadata = {**metadata, MODEL_ID_KEY: manifest.model_id, MODEL_VERSION_KEY: manifest.model_version,
+                    SIGNER_KEY: signer}
     with output_file(path) as out:
         write_safetensors_to(out, stored, metadata or None)
     return "safetensors"

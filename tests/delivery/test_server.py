@@ -18,8 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
+import bitladder
 from bitladder.delivery import verify
 from bitladder.delivery.server import create_app
+from bitladder.format.signing import fingerprint, generate_keys, load_public_key, load_trust
 from bitladder.format.spec import HEADER_SIZE, Header, manifest_digest
 
 from .conftest import ServerThread, make_package
@@ -455,3 +457,52 @@ def test_pacing_serves_the_same_bytes(package_dir: Path) -> None:
         assert httpx.get(running.url + URL).content == _data(package_dir)
     finally:
         running.stop()
+
+
+# --- signed uploads (a server run with --trust) ---------------------------------------------------------------
+
+def _signed(path: Path, key: Path, version: str, model_id: str = "m", seed: int = 0) -> bytes:
+    from .conftest import arrays
+
+    bitladder.encode(arrays(seed), path, ladder="int8,exact", model_id=model_id, model_version=version, sign=key)
+    return path.read_bytes()
+
+
+def test_a_trusting_server_takes_only_trusted_signed_uploads_and_no_replays(package_dir: Path, tmp_path: Path) -> None:
+    publisher, attacker = generate_keys(tmp_path / "publisher"), generate_keys(tmp_path / "attacker")
+    running = ServerThread(create_app(package_dir, token="s3cret", trust=load_trust(publisher[1]))).start()
+    try:
+        def put(name: str, data: bytes) -> httpx.Response:
+            return httpx.put(f"{running.url}/models/{name}", content=data, headers=AUTH)
+
+        refused = {
+            "unsigned": (put("m.blad", make_package(tmp_path / "u.blad").read_bytes()), 403, "not signed"),
+            "untrusted": (put("m.blad", _signed(tmp_path / "a.blad", attacker[0], "2")), 403, "not trusted"),
+        }
+        forged = bytearray(_signed(tmp_path / "f.blad", publisher[0], "2"))
+        forged[100] ^= 1
+        refused["forged"] = (put("m.blad", bytes(forged)), 422, "does not verify")
+        for what, (response, status, text) in refused.items():
+            assert response.status_code == status and text in response.json()["error"], what
+        assert put("m.blad", _signed(tmp_path / "v2.blad", publisher[0], "2")).status_code == 201
+        replay = put("m-old.blad", _signed(tmp_path / "v1.blad", publisher[0], "1", seed=1))
+        assert replay.status_code == 409
+        assert "'1' is older than version '2'" in replay.json()["error"] and "m.blad" in replay.json()["error"]
+        assert put("m.blad", _signed(tmp_path / "v2b.blad", publisher[0], "2", seed=2)).status_code == 200  # same
+        assert put("m.blad", _signed(tmp_path / "v10.blad", publisher[0], "10", seed=3)).status_code == 200
+        assert put("m-old.blad", _signed(tmp_path / "v9.blad", publisher[0], "9")).status_code == 409
+        models = {m["name"]: m for m in httpx.get(running.url + "/models").json()["models"]}
+        assert sorted(models) == ["m.blad", "small.blad"] and models["m.blad"]["version"] == "10"
+        assert models["m.blad"]["signed"] and models["m.blad"]["key"] == fingerprint(load_public_key(publisher[1]))
+        assert models["small.blad"]["signed"] is False and models["small.blad"]["key"] is None
+        assert sorted(p.name for p in package_dir.iterdir()) == ["m.blad", "small.blad"]  # no spool left behind
+    finally:
+        running.stop()
+
+
+def test_a_server_without_trust_takes_unsigned_and_older_uploads(server: ServerThread, tmp_path: Path) -> None:
+    key = generate_keys(tmp_path / "k")[0]
+    put = lambda data: httpx.put(server.url + "/models/m.blad", content=data, headers=AUTH)  # noqa: E731
+    assert put(_signed(tmp_path / "v2.blad", key, "2")).status_code == 201
+    assert put(_signed(tmp_path / "v1.blad", key, "1", seed=1)).status_code == 200
+    assert put(make_package(tmp_path / "u.blad").read_bytes()).status_code == 200

@@ -34,7 +34,7 @@ def _split(package: bytes) -> tuple[dict, bytes]:
 
 
 def _head(body: bytes) -> bytes:
-    return b"BLAD" + struct.pack("<HHQ", 2, 0, len(body)) + blake3.blake3(body).digest() + body
+    return b"BLAD" + struct.pack("<HHQ", 2, 0, len(body)) + blake3.blake3(body).digest() + bytes(96) + body
 
 
 def _offset(manifest: dict, index: int) -> int:
@@ -52,7 +52,7 @@ def test_truncated_file_names_the_offset(tiny_package):
     with pytest.raises(TruncatedError, match="bytes"):
         bitladder.open(tiny_package[:-1])
     with pytest.raises(TruncatedError, match="manifest"):
-        bitladder.open(tiny_package[:100])
+        bitladder.open(tiny_package[:HEADER_SIZE + 52])
     with pytest.raises(BadMagicError, match="shorter"):
         bitladder.open(tiny_package[:10])
 
@@ -68,7 +68,16 @@ def test_bad_magic_and_unknown_version(tiny_package):
     with pytest.raises(UnsupportedVersionError, match="version 1"):
         bitladder.open(tiny_package[:4] + struct.pack("<H", 1) + tiny_package[6:])
     with pytest.raises(UnsupportedVersionError, match="flags"):
-        bitladder.open(tiny_package[:6] + struct.pack("<H", 1) + tiny_package[8:])
+        bitladder.open(tiny_package[:6] + struct.pack("<H", 2) + tiny_package[8:])
+
+
+def test_an_unsigned_header_has_one_form(tiny_package):
+    """Flags 0 means bytes 48-143 are zero: a key or signature left in an unsigned header is refused."""
+    for offset in (48, 100, HEADER_SIZE - 1):
+        broken = bytearray(tiny_package)
+        broken[offset] = 1
+        with pytest.raises(ManifestError, match="not all zero"):
+            bitladder.open(bytes(broken))
 
 
 def test_oversize_or_malformed_manifest(tiny_package):

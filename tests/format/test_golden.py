@@ -13,35 +13,37 @@ from .conftest import tiny_arrays
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny.blad"
 
-# The 48 bytes that open tiny.blad, field by field (docs/FORMAT.md). Regenerating the golden file changes the
+# The 144 bytes that open tiny.blad, field by field (docs/FORMAT.md). Regenerating the golden file changes the
 # length and the digest; the rest is the format itself.
 GOLDEN_HEADER = bytes.fromhex(
     "424c4144"                # magic "BLAD"
     "0200"                    # format version 2, u16 LE
-    "0000"                    # flags 0
-    "b803000000000000"        # manifest length 952, u64 LE
-    "dc294087b7bd1ac7dc4dbff7f3184d622f6a86a28800b5b5bde4a1f5b44dc4f6"  # BLAKE3 of the manifest bytes
-)
+    "0000"                    # flags 0: unsigned
+    "2004000000000000"        # manifest length 1056, u64 LE
+    "fbd53c7cbf03650b75a785a17dab7f7e1f523480c4fab56882b2da1e50864ff0"  # BLAKE3 of the manifest bytes
+) + bytes(32 + 64)            # no public key, no signature: zeros in an unsigned package
+HEADER = len(GOLDEN_HEADER)
 
 
 def test_header_fields_sit_where_format_md_says():
     data = GOLDEN.read_bytes()
-    assert data[:48] == GOLDEN_HEADER
+    assert HEADER == 144
+    assert data[:HEADER] == GOLDEN_HEADER
     assert data[:4] == b"BLAD"
     assert struct.unpack_from("<HH", data, 4) == (2, 0)
     (manifest_length,) = struct.unpack_from("<Q", data, 8)
     assert manifest_length % 8 == 0
-    manifest = data[48:48 + manifest_length]
+    manifest = data[HEADER:HEADER + manifest_length]
     assert data[16:48] == blake3.blake3(manifest).digest()
     parsed = json.loads(manifest)
     assert parsed["version"] == 2
     assert parsed["digest"] == "blake3"
     assert all(len(c) == 5 for c in parsed["chunks"])  # [tensor, block, rung, length, digest]
-    assert 48 + manifest_length + sum(c[3] for c in parsed["chunks"]) == len(data)
+    assert HEADER + manifest_length + sum(c[3] for c in parsed["chunks"]) == len(data)
     # rung-major: every chunk of rung 0, then rung 1, ...
     assert [c[2] for c in parsed["chunks"]] == sorted(c[2] for c in parsed["chunks"])
     # every chunk digest is BLAKE3 of its bytes, and chunks lie back to back
-    start = 48 + manifest_length
+    start = HEADER + manifest_length
     for _tensor, _block, _rung, length, digest in parsed["chunks"]:
         assert digest == blake3.blake3(data[start:start + length]).hexdigest()
         start += length

@@ -11,6 +11,7 @@
  *   escapes    u32 count | u32 positions, increasing | source patterns
  *   bits       u32 byte length | bytes (LSB first; truncated binary codes)
  */
+#include <math.h>
 #include <stdlib.h>
 
 #include "entropy.h"
@@ -834,6 +835,184 @@ int bl_half_decode(const bl_block *b, const uint8_t *in, size_t len, void *held)
         uint32_t h = head << mant | (low & ((1u << mant) - 1)) | (low >> mant) << 15;
         if ((h & 0x7FFFu) >= inf_mag(b->inner)) { rc = BL_E_CORRUPT; break; }
         store_bits(held, k, BL_F32, widen(h, b->inner));
+    }
+    if (!rc) rc = rans_decode_finish(&d);
+    if (!rc) rc = close_streams(&br, 1);
+done:
+    rans_model_free(m);
+    free(padded);
+    return rc;
+}
+
+/* ---- delta: a new version coded against the values the decoder holds ------------------------------------
+ *
+ * A pattern's ordinal is its place in the order of the values (-0 just below +0, NaNs beyond the infinities),
+ * a bijection onto [-2^(W-1), 2^(W-1)). The change of element i is d = ord(new) - ord(held). An exact chunk sends
+ * d; an approximate one sends c = round(d / 2^t) with t = clamp(D - ulp exponent of the held value, 0, 32), a step
+ * of about 2^D in value whatever the element's binade (D from the block's RMS change and the bits asked for), and
+ * the decoder holds ord(held) + c 2^t (c = 0 where that would leave the range); a later exact chunk corrects it.
+ * Each c is its symbol (0, or 2L-1 / 2L for a positive / negative c of bit length L) through rANS, in the context
+ * of the bit length before it, then its L-1 low bits. A block that does not change is empty.
+ *     u8 kind (0 exact, 1 approximate) | i16 D (approximate only) | rANS(symbols) | bits(1) */
+#define DELTA_LENGTHS 34                             /* bit lengths 0..33 of |c| (|d| < 2^33) */
+#define DELTA_ALPHABET (2 * DELTA_LENGTHS - 1)
+#define DELTA_MAX_SHIFT 32
+#define DELTA_MAX_STEP 400                           /* |D|: beyond any float's exponent range */
+
+static inline int64_t ordinal(uint32_t p, int d) {
+    uint32_t s = sign_bit(d);
+    return (p & s) ? -(int64_t)(p ^ s) - 1 : (int64_t)p;
+}
+static inline uint32_t from_ordinal(int64_t o, int d) {
+    return o >= 0 ? (uint32_t)o : (uint32_t)(-(o + 1)) | sign_bit(d);
+}
+static inline int in_ordinals(int64_t o, int d) { return o >= -(int64_t)sign_bit(d) && o < (int64_t)sign_bit(d); }
+static inline int64_t floor_shift(int64_t x, int t) { return x >= 0 ? x >> t : -((-x - 1) >> t) - 1; }
+
+/* The shift of element i: the ulp of a held value of biased exponent e is 2^(e - ULP_BIAS) (subnormals as e = 1);
+ * non-finite held values shift nothing. */
+static inline int delta_shift(int step, uint32_t held, int d) {
+    int mant = d == BL_F32 ? 23 : d == BL_BF16 ? 7 : 10, bias = d == BL_F16 ? 15 : 127;
+    int emax = d == BL_F16 ? 31 : 255;
+    int e = (int)((held & (sign_bit(d) - 1)) >> mant);
+    if (e == emax) return 0;
+    int t = step - ((e ? e : 1) - bias - mant);
+    return t < 0 ? 0 : t > DELTA_MAX_SHIFT ? DELTA_MAX_SHIFT : t;
+}
+
+/* The value an approximate chunk's c was applied to, given the value o it produced: o - c 2^t for the smallest t
+ * that the candidate's own shift agrees with (a farther one, in another binade, may agree too). The encoder sends
+ * c = 0 where that would not be the value it coded against, so that a rollback is never ambiguous. */
+static int undo_candidate(int64_t o, int64_t c, int step, int d, int64_t *before) {
+    int length = bitlen64((uint64_t)(c < 0 ? -c : c));
+    for (int t = 0; t <= DELTA_MAX_SHIFT && length + t <= 34; t++) {
+        int64_t candidate = o - c * ((int64_t)1 << t);
+        if (in_ordinals(candidate, d) && delta_shift(step, from_ordinal(candidate, d), d) == t) {
+            *before = candidate;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static uint16_t *delta_alphabet(uint16_t *alphabet) {
+    memset(alphabet, 0, RANS_CONTEXTS * sizeof *alphabet);
+    for (int c = 0; c < DELTA_LENGTHS; c++) alphabet[c] = DELTA_ALPHABET;
+    return alphabet;
+}
+
+/* D for about `bits` significant bits of the block's RMS change of finite values: a step of RMS 2^(1-bits). */
+static int delta_step(const bl_block *b, int bits, const void *src, const void *held) {
+    double total = 0;
+    uint64_t changed = 0;
+    for (uint64_t i = 0; i < b->count; i++) {
+        float n = u2f(widen(load_bits(src, i, b->dtype), b->dtype)), h = u2f(widen(load_bits(held, i, b->dtype), b->dtype));
+        double change = (double)n - (double)h;
+        if (change != 0 && change == change && change - change == 0) { total += change * change; changed++; }
+    }
+    if (!changed) return -DELTA_MAX_STEP;
+    int e;
+    frexp(sqrt(total / (double)changed), &e);
+    int step = e - bits;
+    return step < -DELTA_MAX_STEP ? -DELTA_MAX_STEP : step > DELTA_MAX_STEP ? DELTA_MAX_STEP : step;
+}
+
+int64_t bl_delta_encode(const bl_block *b, int bits, const void *src, const void *held, uint8_t *out, size_t cap) {
+    int rc = check_block(b);
+    if (rc || b->inner != BL_NONE || bits < 0 || bits > 32) return rc ? rc : BL_E_ARGUMENT;
+    int step = bits ? delta_step(b, bits, src, held) : 0;
+    uint8_t *sym = malloc(b->count + 1), *ctx = malloc(b->count + 1), *stream = malloc(5 * b->count + 16);
+    uint16_t alphabet[RANS_CONTEXTS];
+    bl_out o = {out, out + cap};
+    bl_bitw w = {stream, stream + 5 * b->count + 16, 0, 0, 0};
+    if (!sym || !ctx || !stream) { rc = BL_E_NOMEM; goto done; }
+    int previous = 0, changes = 0;
+    for (uint64_t i = 0; i < b->count; i++) {
+        uint32_t h = load_bits(held, i, b->dtype);
+        int64_t base = ordinal(h, b->dtype);
+        int64_t d = ordinal(load_bits(src, i, b->dtype), b->dtype) - base;
+        int t = bits ? delta_shift(step, h, b->dtype) : 0;
+        int64_t c = t ? floor_shift(d + ((int64_t)1 << (t - 1)), t) : d;
+        int64_t before;
+        if (!in_ordinals(base + c * ((int64_t)1 << t), b->dtype) ||
+            (t && c && (!undo_candidate(base + c * ((int64_t)1 << t), c, step, b->dtype, &before) || before != base)))
+            c = 0;
+        uint64_t mag = (uint64_t)(c < 0 ? -c : c);
+        int length = bitlen64(mag);
+        ctx[i] = (uint8_t)previous;
+        sym[i] = (uint8_t)(length ? 2 * length - 1 + (c < 0) : 0);
+        changes |= length;
+        if (length > 1) {
+            uint64_t low = mag - ((uint64_t)1 << (length - 1));
+            if (length - 1 > 32) { bitw_put(&w, low & 0xFFFFFFFFu, 32); bitw_put(&w, low >> 32, length - 33); }
+            else bitw_put(&w, low, length - 1);
+        }
+        previous = length;
+    }
+    bitw_flush(&w);
+    if (w.overflow) { rc = BL_E_CAPACITY; goto done; }
+    if (!changes) goto done;
+    uint8_t head[3] = {(uint8_t)(bits != 0), (uint8_t)(uint16_t)(int16_t)step, (uint8_t)((uint16_t)(int16_t)step >> 8)};
+    if (!(rc = out_put(&o, head, bits ? 3 : 1)) &&
+        !(rc = rans_encode(ctx, sym, NULL, b->count, delta_alphabet(alphabet), &o)) &&
+        !(rc = out_u32(&o, (uint32_t)(w.p - stream))))
+        rc = out_put(&o, stream, (size_t)(w.p - stream));
+done:
+    free(sym); free(ctx); free(stream);
+    return rc ? rc : (int64_t)(o.p - out);
+}
+
+/* direction +1 applies a delta chunk to the values it was coded against; -1 takes it back out of the values it
+ * produced (a rollback; an approximate chunk's shifts follow the earlier values, found by undo_candidates). */
+int bl_delta_decode(const bl_block *b, int direction, const uint8_t *in, size_t len, const void *held, void *out) {
+    int rc = check_block(b);
+    if (rc || b->inner != BL_NONE || (direction != 1 && direction != -1)) return rc ? rc : BL_E_ARGUMENT;
+    uint16_t alphabet[RANS_CONTEXTS];
+    bl_in i = {in, in + len};
+    const uint8_t *kind, *field;
+    rans_model *m = NULL;
+    rans_dec d;
+    uint8_t *padded = NULL;
+    bl_bitr br;
+    int step = 0;
+    if (!len) { memmove(out, held, b->count * (size_t)(width_bits(b->dtype) / 8)); return BL_OK; }
+    if ((rc = in_take(&i, 1, &kind))) return rc;
+    if (*kind > 1) return BL_E_CORRUPT;
+    if (*kind) {
+        if ((rc = in_take(&i, 2, &field))) return rc;
+        step = (int16_t)(uint16_t)(field[0] | field[1] << 8);
+        if (step < -DELTA_MAX_STEP || step > DELTA_MAX_STEP) return BL_E_CORRUPT;
+    }
+    if ((rc = rans_decode_init(&m, &d, &i, delta_alphabet(alphabet))) || (rc = open_streams(&i, &br, 1, &padded)))
+        goto done;
+    uint32_t previous = 0;
+    for (uint64_t k = 0; k < b->count; k++) {
+        uint32_t symbol;
+        if ((rc = rans_get(m, &d, (int)previous, &symbol))) break;
+        int length = (int)(symbol + 1) / 2;
+        if (length > 33 || stream_used(&br) > 8 * (size_t)(br.end - br.start)) { rc = BL_E_CORRUPT; break; }
+        uint64_t mag = 0;
+        if (length) {
+            mag = (uint64_t)1 << (length - 1);
+            if (length - 1 > 32) { mag |= bitr_get(&br, 32); mag |= bitr_get(&br, length - 33) << 32; }
+            else if (length > 1) mag |= bitr_get(&br, length - 1);
+        }
+        int64_t c = (symbol && !(symbol & 1)) ? -(int64_t)mag : (int64_t)mag;
+        uint32_t h = load_bits(held, k, b->dtype);
+        int64_t o = ordinal(h, b->dtype);
+        if (direction > 0) {
+            int t = *kind ? delta_shift(step, h, b->dtype) : 0;
+            if (length + t > 34) { rc = BL_E_CORRUPT; break; }
+            o += c * ((int64_t)1 << t);
+        } else if (!*kind || !c) {
+            o -= c;
+        } else if (!undo_candidate(o, c, step, b->dtype, &o)) {
+            rc = BL_E_CORRUPT;  /* not the values this chunk produced */
+            break;
+        }
+        if (!in_ordinals(o, b->dtype)) { rc = BL_E_CORRUPT; break; }
+        store_bits(out, k, b->dtype, from_ordinal(o, b->dtype));
+        previous = (uint32_t)length;
     }
     if (!rc) rc = rans_decode_finish(&d);
     if (!rc) rc = close_streams(&br, 1);

@@ -58,16 +58,34 @@ def _payload_args(step: Step) -> tuple[str, int, int]:
     return "refine", int(refine), 0
 
 
-def encode_tensor(plan: TensorPlan, source: NDArray[Any], level: int = 1) -> Iterator[tuple[int, int, bytes]]:
+def encode_tensor(plan: TensorPlan, source: NDArray[Any], level: int = 1,
+                  parent: NDArray[Any] | None = None) -> Iterator[tuple[int, int, bytes]]:
     """The chunk payloads of one tensor as (step index, block, payload), block by block; `source` is flat, in the
-    storage dtype. Pure: the payloads depend on nothing but the arguments."""
+    storage dtype, and so is `parent`, the old version a delta tensor is coded against. Pure: the payloads depend
+    on nothing but the arguments."""
+    if plan.needs_parent != (parent is not None):
+        raise ValueError(f"tensor {plan.spec.name!r}: a parent is given exactly for delta tensors")
     scales = native.scales(plan.whole(), source) if plan.scaled else None
     for block_index in range(plan.blocks):
         block = plan.block(block_index)
         part = source[block.begin:block.begin + block.count]
+        held = None if parent is None else parent[block.begin:block.begin + block.count]
         for step_index, step in enumerate(plan.steps):
             if step.codec is Codec.PLANES:
                 yield step_index, block_index, _encode_planes(part, level)
+                continue
+            if step.codec is Codec.XOR_PLANES:  # an unchanged block is empty
+                change = part ^ held
+                yield step_index, block_index, _encode_planes(change, level) if change.any() else b""
+                continue
+            if step.codec is Codec.DELTA:
+                assert held is not None  # checked above: delta tensors have a parent
+                payload = native.delta_encode(block, part, held, step.factor)
+                if step.factor:  # an approximation: the next step refines what the decoder makes of it
+                    approximation = np.empty_like(part)
+                    native.delta_decode(block, payload, held, approximation)
+                    held = approximation
+                yield step_index, block_index, payload
                 continue
             kind, a, c = _payload_args(step)
             yield step_index, block_index, native.encode(kind, block, part, scales, a, c)
@@ -89,10 +107,17 @@ class TensorState:
     """A tensor as the decoder holds it: values in the storage dtype, scales, and each block's rung (-1: none).
 
     Values and scales are allocated when the tensor's first block has decoded, not before: a manifest alone (it
-    may declare a tensor of 2**40 elements behind a few kilobytes of empty chunks) reserves nothing."""
+    may declare a tensor of 2**40 elements behind a few kilobytes of empty chunks) reserves nothing. A delta
+    tensor starts from `parent`, the old version's values (flat, storage dtype; copied at the first chunk)."""
 
-    def __init__(self, plan: TensorPlan) -> None:
+    def __init__(self, plan: TensorPlan, parent: NDArray[Any] | None = None) -> None:
+        if plan.needs_parent != (parent is not None):
+            raise ValueError(f"tensor {plan.spec.name!r}: a parent is given exactly for delta tensors")
+        if parent is not None and (parent.dtype != plan.spec.storage or parent.shape != (plan.spec.numel,)):
+            raise ValueError(f"tensor {plan.spec.name!r}: parent values are {parent.dtype}{parent.shape}, "
+                             f"not {plan.spec.storage}({plan.spec.numel},)")
         self.plan = plan
+        self._parent = parent
         self._data: NDArray[Any] | None = None
         self._scales: NDArray[np.uint16] | None = None
         self._allocating = threading.Lock()  # blocks of one tensor may decode on several threads
@@ -103,7 +128,9 @@ class TensorState:
         if self._data is None:
             with self._allocating:
                 if self._data is None:
-                    self._data = np.zeros(self.plan.spec.numel, self.plan.spec.storage)
+                    self._data = (np.zeros(self.plan.spec.numel, self.plan.spec.storage) if self._parent is None
+                                  else self._parent.copy())
+                    self._parent = None
         return self._data
 
     @property
@@ -129,13 +156,36 @@ class TensorState:
                                     f"not ready for step {step_index}")
         step = self.plan.steps[step_index]
         block = self.plan.block(block_index)
+        held = self.data[block.begin:block.begin + block.count]
         if step.codec is Codec.PLANES:
             decoded = _decode_planes(payload, self.plan.spec.storage, block.count)
+        elif step.codec is Codec.XOR_PLANES:
+            decoded = held.copy() if not payload else _decode_planes(payload, self.plan.spec.storage, block.count) ^ held
+        elif step.codec is Codec.DELTA:
+            decoded = _scratch(block.count, self.plan.spec.storage)
+            native.delta_decode(block, payload, held, decoded)
         else:
             decoded = self._decode(step, block, payload)
-        # Only now, the chunk decoded whole, is the tensor touched (and, at its first block, allocated).
-        self.data[block.begin:block.begin + block.count] = decoded
+        # Only now, the chunk decoded whole, is the tensor touched.
+        held[:] = decoded
         self.block_steps[block_index] = step_index
+
+    def undo(self, step_index: int, block_index: int, payload: memoryview) -> None:
+        """Take the last delta chunk of a block back out: its values return to what the chunk was applied to."""
+        step = self.plan.steps[step_index]
+        if step.codec not in (Codec.DELTA, Codec.XOR_PLANES) or self.block_steps[block_index] != step_index:
+            raise DecoderStateError(f"block {block_index} is at step {self.block_steps[block_index]}; only its last "
+                                    f"delta step can be undone, not step {step_index} ({step.codec.value})")
+        block = self.plan.block(block_index)
+        held = self.data[block.begin:block.begin + block.count]
+        if step.codec is Codec.XOR_PLANES:
+            if payload:
+                held ^= _decode_planes(payload, self.plan.spec.storage, block.count)
+        else:
+            before = _scratch(block.count, self.plan.spec.storage)
+            native.delta_decode(block, payload, held, before, undo=True)
+            held[:] = before
+        self.block_steps[block_index] = step_index - 1
 
     def _decode(self, step: Step, block: native.Block, payload: memoryview) -> NDArray[Any]:
         """Decode into scratch memory (this thread's), which `apply` copies into the block."""

@@ -67,7 +67,9 @@ class Rung:
             return HalfRung(format=text)
         if text == "exact":
             return ExactRung()
-        raise ValueError(f"unknown rung {text!r}: expected intN (N in 2..8), bf16, fp16 or exact")
+        if text.startswith("delta") and text[5:].isdigit():
+            return DeltaRung(bits=int(text[5:]))
+        raise ValueError(f"unknown rung {text!r}: expected intN (N in 2..8), bf16, fp16, exact or deltaN (N in 1..24)")
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,29 @@ class ExactRung(Rung, kind="exact"):
         return float("inf")
 
 
+@dataclass(frozen=True)
+class DeltaRung(Rung, kind="delta"):
+    """A new version approximated from the old one it updates: about `bits` significant bits of each change
+    (docs/FORMAT.md, "Deltas"); only in a delta package, before its exact rung."""
+
+    bits: int = 8
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.bits, int) or isinstance(self.bits, bool) or not 1 <= self.bits <= 24:
+            raise ValueError(f"delta rung bits must be in 1..24, got {self.bits!r}")
+
+    @property
+    def name(self) -> str:
+        return f"delta{self.bits}"
+
+    @property
+    def precision(self) -> float:
+        return float(self.bits)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "bits": self.bits}
+
+
 def int_factors(int_rungs: list[IntRung]) -> list[int]:
     """Cell widths of each int rung in codes of the finest: odd multiples of the next finer rung's, so that every
     coarse cell is a union of finer cells, and just wide enough that its codes span the finest rung's range.
@@ -175,6 +200,9 @@ class Ladder:
         groups = {r.group_size for r in self.rungs if isinstance(r, IntRung)}
         if len(groups) > 1:  # the int rungs' cells nest only when they share their scale rows
             raise ValueError(f"int rungs of one ladder share one group size, got {sorted(groups)}")
+        deltas = [r for r in self.rungs if isinstance(r, DeltaRung)]
+        if deltas and (len(self.rungs) != 2 or self.rungs[0] is not deltas[0] or not isinstance(self.rungs[1], ExactRung)):
+            raise ValueError("a delta rung comes alone before exact: deltaN,exact (or exact alone)")
         int_rungs = [r for r in self.rungs if isinstance(r, IntRung)]
         if int_rungs:
             int_factors(int_rungs)
@@ -202,6 +230,11 @@ class Ladder:
             return self.names.index(name)
         except ValueError:
             raise ValueError(f"no rung named {name!r} in ladder {','.join(self.names)}") from None
+
+    @property
+    def delta(self) -> DeltaRung | None:
+        """The approximate rung of a delta ladder, if this is one."""
+        return self.rungs[0] if isinstance(self.rungs[0], DeltaRung) else None
 
     @property
     def is_lossless(self) -> bool:

@@ -118,6 +118,21 @@ def decode(kind: str, block: Block, payload: bytes | memoryview, scale_rows: NDA
     _fail(status, f"{kind} chunk")
 
 
+def delta_encode(block: Block, source: NDArray[np.generic], held: NDArray[np.generic], bits: int) -> bytes:
+    """A delta chunk taking `held` towards `source` (same storage dtype): about `bits` significant bits of each
+    change, or exactly with `bits` = 0."""
+    result = _native.delta_encode(source, held, bits, *block.args)
+    if isinstance(result, int):
+        _fail(result, "encoding a delta chunk")
+    return bytes(result)
+
+
+def delta_decode(block: Block, payload: bytes | memoryview, held: NDArray[np.generic], out: NDArray[np.generic],
+                 *, undo: bool = False) -> None:
+    """Apply a delta chunk to `held` into `out`; `undo=True` takes it back out of the values it produced."""
+    _fail(_native.delta_decode(payload, held, out, -1 if undo else 1, *block.args), "delta chunk")
+
+
 def kernel_path(path: KernelPath | None = None) -> KernelPath:
     """The kernel path in use, after switching to `path` (tests run every path the CPU has)."""
     return KernelPath(_native.path(-1 if path is None else int(path)))

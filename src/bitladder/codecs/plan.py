@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 from functools import cached_property
 
-from .ladder import ExactRung, HalfRung, IntRung, Ladder, Rung, int_factors
+from .ladder import DeltaRung, ExactRung, HalfRung, IntRung, Ladder, Rung, int_factors
 from .native import Block, NativeDtype, Refine
 from .states import TensorSpec, is_float
 
@@ -26,6 +26,8 @@ class Codec(Enum):
     INT_EXACT = "int-exact"    # int codes -> the source patterns
     HALF = "half"              # nothing -> a 16-bit rounding of a float32 source
     HALF_EXACT = "half-exact"  # a 16-bit rounding -> the float32 source patterns
+    DELTA = "delta"            # the parent's values (or an approximation) -> closer to, or exactly, the new ones
+    XOR_PLANES = "xor-planes"  # the parent's values -> the new bytes (their XOR with the old, as byte planes)
 
     @property
     def refine(self) -> Refine | None:
@@ -38,7 +40,7 @@ class Step:
     """One chunk per block: delivered in rung `rung`, it leaves the block at rung `reaches`.
 
     `factor` is the int rung's cell width in codes of the finest int rung (1 for the finest); an INT_INT step goes
-    from `coarse` to `factor`."""
+    from `coarse` to `factor`; a DELTA step keeps about `factor` bits of each change (0: exact)."""
 
     rung: int
     reaches: int
@@ -65,7 +67,12 @@ class TensorPlan:
 
     @property
     def laddered(self) -> bool:
-        return self.steps[0].codec is not Codec.PLANES
+        return self.steps[0].codec not in (Codec.PLANES, Codec.XOR_PLANES)
+
+    @property
+    def needs_parent(self) -> bool:
+        """Whether the first chunk applies to the parent's values of this tensor (a delta tensor)."""
+        return self.spec.delta
 
     @property
     def scaled(self) -> bool:
@@ -113,7 +120,14 @@ def plan_tensor(spec: TensorSpec, ladder: Ladder) -> TensorPlan:
     ['planes']
     """
     top = len(ladder.rungs) - 1
-    if not is_float(spec.dtype) or spec.numel < max(ladder.min_size, 1):
+    if spec.delta:
+        if not is_float(spec.dtype):
+            return TensorPlan(spec, (Step(0, top, Codec.XOR_PLANES),), NativeDtype.NONE, 1, 1, ladder.block_size)
+        approximate = ladder.rungs[0] if isinstance(ladder.rungs[0], DeltaRung) else None
+        deltas = (Step(0, top, Codec.DELTA, 0),) if approximate is None else (
+            Step(0, 0, Codec.DELTA, approximate.bits), Step(1, top, Codec.DELTA, 0))
+        return TensorPlan(spec, deltas, NativeDtype.NONE, 1, 1, ladder.block_size)
+    if ladder.delta is not None or not is_float(spec.dtype) or spec.numel < max(ladder.min_size, 1):
         return TensorPlan(spec, (Step(0, top, Codec.PLANES),), NativeDtype.NONE, 1, 1, ladder.block_size)
     lossy: list[tuple[int, Rung]] = []
     exact_at = None

@@ -39,6 +39,8 @@ class TensorSpec:
     name: str
     dtype: str
     shape: tuple[int, ...]
+    delta: bool = False
+    """In a delta package: coded against the parent's tensor of the same name, dtype and shape."""
 
     @property
     def numel(self) -> int:

@@ -4,7 +4,8 @@ A name is served only if it is `NAME.blad` (no leading dot) and resolves, throug
 `.blad` file inside the folder. A catalog entry holds only values that JSON can carry: every string is valid
 Unicode (no lone surrogates) of at most MAX_TEXT characters, every number an integer in [0, 2**63). A PUT whose
 entry breaks this is refused (`check_entry` raises a `ManifestError`); a file already on disk that breaks it is
-left out of the catalog and logged once, so one bad file never takes the catalog down.
+left out of the catalog and logged once, so one bad file never takes the catalog down. `signed` and `key` (the
+signer's fingerprint, None when unsigned) say what the header claims; a client given a trust set checks it.
 
 >>> Catalog(Path("packages")).entries()               # doctest: +SKIP
 [{'name': 'minilm.blad', 'url': '/models/minilm.blad', 'id': 'minilm', ...}]
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FormatError, ManifestError
+from ..format.signing import signer
 from ..format.spec import HEADER_SIZE, MAX_MANIFEST_SIZE, Header, Manifest
 from .httputil import strong_etag
 
@@ -97,12 +99,14 @@ def entry_of(fd: int, name: str, max_manifest: int = MAX_MANIFEST_SIZE) -> dict[
     """The catalog entry of the package open as `fd`, to be listed as `name`; checked (see `check_entry`)."""
     size = os.fstat(fd).st_size
     header, manifest = read_manifest(fd, max_manifest)
-    data_start = HEADER_SIZE + Header.unpack(header).manifest_length
+    parsed = Header.unpack(header)
+    data_start = HEADER_SIZE + parsed.manifest_length
     rungs = [{"name": rung.name, "bytes": nbytes, "end": data_start + manifest.rung_end(index)}
              for index, (rung, nbytes) in enumerate(zip(manifest.ladder.rungs, manifest.rung_bytes(), strict=True))]
     return check_entry({"name": name, "url": f"/models/{name}", "id": manifest.model_id,
                         "version": manifest.model_version, "size": size, "etag": strong_etag(header, size),
-                        "digest": manifest.source.get("digest"), "rungs": rungs, "tensors": len(manifest.tensors)})
+                        "digest": manifest.source.get("digest"), "rungs": rungs, "tensors": len(manifest.tensors),
+                        "signed": parsed.signed, "key": signer(parsed)})
 
 
 def catalog_entry(path: Path) -> dict[str, Any]:

@@ -24,9 +24,10 @@ from typing import Any, Protocol
 
 import httpx
 
-from ..errors import DecoderStateError, FormatError
+from ..errors import DecoderStateError, FormatError, TrustError
 from ..format.framer import Fed
 from ..format.reader import StreamDecoder
+from ..format.signing import Trust
 from ..format.spec import HEADER_SIZE, Manifest
 from .errors import (
     AuthError,
@@ -117,14 +118,20 @@ class Download:
     >>> download = Download("http://127.0.0.1:8000/models/m.blad", rung="int8")   # doctest: +SKIP
     >>> for update in download: ...                                                # doctest: +SKIP
     >>> download.events[0].verified                                                # doctest: +SKIP
+
+    `trust` (for the default sink; a sink of your own takes its own) refuses a package not signed by a trusted
+    key with a `TrustError` as soon as its header arrives, before any tensor: never retried.
     """
 
     def __init__(self, url: str, *, rung: str | int | None = None, sink: Sink | None = None,
                  transport: httpx.BaseTransport | None = None, clock: Clock | None = None,
-                 retry: Retry = Retry(), token: str | None = None, timeout: float = 10.0) -> None:
+                 retry: Retry = Retry(), token: str | None = None, timeout: float = 10.0,
+                 trust: Trust | None = None) -> None:
         _check_url(url)
+        if sink is not None and trust is not None:
+            raise ConfigError("trust goes to the sink you pass (StreamDecoder(trust=...)), or to Download without one")
         self.url = url
-        self.sink: Sink = sink if sink is not None else StreamDecoder()
+        self.sink: Sink = sink if sink is not None else StreamDecoder(trust=trust)
         self.clock = clock or RealClock()
         self.retry = retry
         self.stats = Stats()
@@ -276,7 +283,10 @@ class Download:
     def _consume(self, response: httpx.Response, start: int, end: int | None) -> Iterator[Any]:
         for piece in response.iter_bytes():
             self.stats.received += len(piece)
-            fed = self.sink.feed(piece)
+            try:
+                fed = self.sink.feed(piece)
+            except TrustError as exc:
+                raise type(exc)(f"{self.url}: {exc}") from exc
             self._record_events()
             yield from fed.updates  # with an error: the chunks of this piece that verified before it
             if fed.error is not None:
@@ -339,8 +349,8 @@ def fetch(url: str, **options: Any) -> StreamDecoder:
 class _VerifiedPieces:
     """A verifying sink that keeps the bytes it has verified, to hand them on (see `open_url`)."""
 
-    def __init__(self) -> None:
-        self._verifier = PackageVerifier()
+    def __init__(self, trust: Trust | None = None) -> None:
+        self._verifier = PackageVerifier(trust=trust)
         self._held = bytearray()  # received from `_given` on; the verified part is taken by `take`
         self._given = 0
 
@@ -381,16 +391,17 @@ class _VerifiedPieces:
         return piece
 
 
-def open_url(url: str, **options: Any) -> Iterator[bytes]:
+def open_url(url: str, *, trust: Trust | None = None, **options: Any) -> Iterator[bytes]:
     """The package at `url` as byte pieces that already passed their digests, resuming after drops.
 
-    For feeding a decoder of your own (the device runtime does): unverified bytes are never yielded.
+    For feeding a decoder of your own (the device runtime does): unverified bytes are never yielded, and with
+    `trust` nothing is yielded from a package whose signature is refused (its `TrustError` is raised).
 
     >>> decoder = StreamDecoder()                                              # doctest: +SKIP
     >>> for piece in open_url("http://127.0.0.1:8000/models/m.blad"):         # doctest: +SKIP
     ...     decoder.feed(piece).raise_for_error()
     """
-    sink = _VerifiedPieces()
+    sink = _VerifiedPieces(trust)
     for _ in Download(url, sink=sink, **options):
         if piece := sink.take():
             yield piece

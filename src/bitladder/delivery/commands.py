@@ -18,8 +18,10 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from rich.markup import escape as escape_text
 
+from ..cliargs import add_trust, trust_of
 from ..format.reader import Package, StreamDecoder
-from ..outputs import check_output, write_model
+from ..format.signing import signer
+from ..outputs import check_not_older, check_output, write_model
 from .client import Download
 from .errors import AuthError, ConfigError, DeliveryError
 from .link import PROFILES, ShapedTransport, make_link, parse_rate
@@ -56,7 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if not root.is_dir():
         raise ConfigError(f"{root} is not a directory")
     rate = parse_rate(args.rate) if args.rate else None
-    app = create_app(root, token=_token(args), protect_reads=args.protect_reads, rate=rate)
+    app = create_app(root, token=_token(args), protect_reads=args.protect_reads, rate=rate, trust=trust_of(args))
     sock = _listen(args.host, args.port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host, port = sock.getsockname()[:2]
@@ -116,7 +118,7 @@ def cmd_push(args: argparse.Namespace) -> None:
         raise DeliveryError(f"{url}: upload failed: {exc or type(exc).__name__}") from exc
     status = f"{response.status_code} {response.reason_phrase}".strip()
     reason = _refusal(response)
-    if response.status_code in (401, 403):
+    if response.status_code == 401 or response.status_code == 403 and not reason:
         raise AuthError(f"{url}: the server refused the token ({status}){': ' + reason if reason else ''}")
     if not response.is_success:
         raise DeliveryError(f"{url}: upload refused ({status}){': ' + reason if reason else ''}")
@@ -149,20 +151,26 @@ def cmd_fetch(args: argparse.Namespace) -> None:
     transport: httpx.BaseTransport = httpx.HTTPTransport()
     if link is not None:
         transport = ShapedTransport(transport, link)
-    download = Download(args.url, rung=args.rung, transport=transport, token=_token(args))
+    trust = trust_of(args)
+    download = Download(args.url, rung=args.rung, transport=transport, token=_token(args), trust=trust)
     console = Console(stderr=True, soft_wrap=True)
-    started, shown = time.monotonic(), 0
+    started, shown, checked = time.monotonic(), 0, False
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                   TimeRemainingColumn(), console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("manifest", total=None)
         for _ in download:
+            if not checked and download.decoder.manifest is not None:  # refuse a downgrade before the rest comes
+                check_not_older(args.output, download.decoder.manifest, args.allow_downgrade)
+                checked = True
             names = download.sink.manifest.ladder.names if download.sink.manifest else []
             reached = download.decoder.rung
             bar.update(task, completed=download.sink.position, total=download.target(),
                        description=f"rung {names[reached] if reached >= 0 else '-'}")
             shown = _show_rungs(bar.console, download, shown, started)
         shown = _show_rungs(bar.console, download, shown, started)
-    written = _write(download.decoder, args.output)
+    header = download.decoder.header
+    written = _write(download.decoder, args.output, None if trust is None or header is None else signer(header),
+                     args.allow_downgrade)
     console.print(escape_text(f"wrote {args.output} ({written}); {download.stats.received:,} bytes received, "
                               f"{download.stats.reconnects} reconnects, {download.stats.refetches} re-fetched chunks"))
 
@@ -177,11 +185,11 @@ def _show_rungs(console: Any, download: Download, shown: int, started: float) ->
     return shown
 
 
-def _write(decoder: StreamDecoder, output: str) -> str:
+def _write(decoder: StreamDecoder, output: str, key: str | None, allow_downgrade: bool) -> str:
     manifest = decoder.manifest
     if manifest is None:
         raise DeliveryError("nothing was downloaded")
-    return write_model(output, manifest, decoder.tensors())
+    return write_model(output, manifest, decoder.tensors(), signer=key, allow_downgrade=allow_downgrade)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -195,6 +203,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                                             "without one, uploads are refused")
     serve.add_argument("--protect-reads", action="store_true", help="require the token for GET/HEAD too")
     serve.add_argument("--rate", help="pace each response, e.g. 100mbit (demos on one machine)")
+    add_trust(serve, "accept uploads of")
     serve.set_defaults(run=cmd_serve)
 
     push = subparsers.add_parser("push", help="publish a package to a server (HTTP PUT)")
@@ -217,4 +226,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     fetch.add_argument("--rtt", help="emulated round-trip time, e.g. 30ms (only with --rate or --trace)")
     fetch.add_argument("--loss", type=float,
                        help="probability of a stall per 16 KiB piece (only with --rate or --trace)")
+    add_trust(fetch, "fetch", downgrade=True)
     fetch.set_defaults(run=cmd_fetch)

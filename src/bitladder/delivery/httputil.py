@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from ..format.spec import HEADER_SIZE
+from ..format.spec import SIGNED_SIZE
 
 # A position with more digits than this lies past the end of any file; int() is never called on it (Python
 # refuses to parse over 4,300 digits, and a number that large can only mean "to the end" or "past the end").
@@ -177,8 +177,10 @@ def if_range_holds(header: str | None, etag: str) -> bool:
 
 
 def strong_etag(header: bytes, size: int) -> str:
-    """Content-derived ETag: the manifest digest (which covers every chunk digest) and the file size."""
-    return f'"{header[16:HEADER_SIZE].hex()}-{size:x}"'
+    """Content-derived ETag: the manifest digest (which covers every chunk digest) and the file size.
+
+    Only header bytes 16-47: a package signed again with the same manifest has the same bytes after its header."""
+    return f'"{header[16:SIGNED_SIZE].hex()}-{size:x}"'
 
 
 def token_ok(authorization: str | None, token: str) -> bool:

@@ -2,14 +2,19 @@
 
 Everything that touches the file or the verifier runs in a worker thread, so a large manifest (parsed when its
 last byte arrives) never stalls the event loop; memory stays bounded by the server's manifest limit (checked
-on the 40 header bytes, before the manifest is received) plus one spool block. The package replaces the old
+on the header bytes, before the manifest is received) plus one spool block. The package replaces the old
 one only when every digest matched and its catalog entry is valid (see `catalog.check_entry`); the temporary
 file is removed on every other outcome, including a client that goes away mid-upload (one log line).
 
+A server given a `Trust` also checks the signature as soon as the header arrives, and refuses a version of a
+model older than one it holds (a replay; the same version may be published again, e.g. signed by a new key).
+
     201/200   published (new / replaced); the body is the catalog entry
+    403       (with a trust set) the package is unsigned, or signed by a key the server does not trust
+    409       (with a trust set) an older version of a model id the server holds
     412       If-Match / If-None-Match failed (`If-None-Match: *` publishes only a new name)
     413       the manifest is larger than the server's limit
-    422       the package does not verify, or its catalog entry could not be listed
+    422       the package does not verify (a bad signature too), or its catalog entry could not be listed
 """
 
 from __future__ import annotations
@@ -26,9 +31,17 @@ import anyio
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from ..errors import FormatError
-from ..format.spec import HEADER_SIZE, Header
-from .catalog import entry_of, open_package, resolve
+from ..errors import (
+    BadSignatureError,
+    DowngradeError,
+    FormatError,
+    TrustError,
+    UnsignedPackageError,
+    UntrustedKeyError,
+)
+from ..format.signing import Trust
+from ..format.spec import HEADER_SIZE, Header, Manifest, version_key
+from .catalog import Catalog, entry_of, open_package, resolve
 from .httputil import preconditions, strong_etag
 from .verify import PackageVerifier
 
@@ -44,6 +57,19 @@ class ManifestTooLarge(FormatError):
 
 class PreconditionFailed(Exception):
     """If-Match / If-None-Match do not hold for the package now in place (answered with 412)."""
+
+
+_TRUST_STATUS: dict[type[TrustError], int] = {UnsignedPackageError: 403, UntrustedKeyError: 403,
+                                              BadSignatureError: 422, DowngradeError: 409}
+
+
+def check_replay(catalog: Catalog, manifest: Manifest, name: str) -> None:
+    """Raise `DowngradeError` if the folder holds a newer version of `manifest`'s model id than it carries."""
+    held = [(entry["version"], entry["name"]) for entry in catalog.entries() if entry["id"] == manifest.model_id]
+    newest, where = max(held, key=lambda item: version_key(item[0]), default=(None, None))
+    if newest is not None and version_key(manifest.model_version) < version_key(newest):
+        raise DowngradeError(f"{name}: {manifest.model_id!r} version {manifest.model_version!r} is older than "
+                             f"version {newest!r} this server holds ({where}); refused as a replay")
 
 
 def current_etag(root: Path, name: str) -> str | None:
@@ -68,9 +94,12 @@ def current_etag(root: Path, name: str) -> str | None:
 class _Upload:
     """One upload's spool file and verifier; every method runs in a worker thread."""
 
-    def __init__(self, temporary: Path, max_manifest: int) -> None:
-        self.temporary, self.max_manifest = temporary, max_manifest
-        self.verifier = PackageVerifier()
+    def __init__(self, temporary: Path, name: str, max_manifest: int, trust: Trust | None,
+                 catalog: Catalog | None) -> None:
+        self.temporary, self.name, self.max_manifest = temporary, name, max_manifest
+        self.verifier = PackageVerifier(trust=trust)
+        self._catalog = catalog if trust is not None else None  # replays are refused only with a trust set
+        self._replay_checked = False
         self._head: bytearray | None = bytearray()
         self._file = open(temporary, "xb")  # noqa: SIM115 - closed by finish() or abort()
 
@@ -89,6 +118,10 @@ class _Upload:
                 self._head = None
         self._file.write(data)
         self.verifier.feed(data).raise_for_error()
+        manifest = self.verifier.manifest
+        if self._catalog is not None and manifest is not None and not self._replay_checked:
+            check_replay(self._catalog, manifest, self.name)  # early, to stop a replay's upload
+            self._replay_checked = True
 
     def finish(self, path: Path, headers: dict[str, str]) -> tuple[dict[str, Any], bool]:
         """Close and check the spooled package, then rename it over `path`; returns its entry, and whether it
@@ -106,6 +139,8 @@ class _Upload:
             etag = current_etag(path.parent, path.name)
             if preconditions("PUT", headers, etag) is not None:
                 raise PreconditionFailed(f"the package changed to {etag} during the upload")
+            if self._catalog is not None and self.verifier.manifest is not None:
+                check_replay(self._catalog, self.verifier.manifest, path.name)
             os.replace(self.temporary, path)
         return entry, etag is not None
 
@@ -114,8 +149,10 @@ class _Upload:
         self.temporary.unlink(missing_ok=True)
 
 
-async def publish(request: Request, root: Path, name: str, max_manifest: int) -> Response:
-    """Receive, verify and publish the package in `request`'s body as `root / name` (see the module docstring)."""
+async def publish(request: Request, root: Path, name: str, max_manifest: int, *, trust: Trust | None = None,
+                  catalog: Catalog | None = None) -> Response:
+    """Receive, verify and publish the package in `request`'s body as `root / name` (see the module docstring);
+    with `trust`, only packages signed by its keys, and no older version of a model `catalog` lists."""
     path = root / name
     headers = {key: value for key, value in request.headers.items() if key in ("if-match", "if-none-match")}
     if preconditions("PUT", headers, await anyio.to_thread.run_sync(current_etag, root, name)) is not None:
@@ -123,7 +160,8 @@ async def publish(request: Request, root: Path, name: str, max_manifest: int) ->
         return Response(status_code=412)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
     try:
-        upload = await anyio.to_thread.run_sync(_Upload, temporary, max_manifest)
+        upload = await anyio.to_thread.run_sync(_Upload, temporary, name, max_manifest, trust,
+                                                catalog if catalog is not None else Catalog(root, max_manifest))
     except OSError as exc:
         return _store_failed(path, exc)
     try:
@@ -131,6 +169,8 @@ async def publish(request: Request, root: Path, name: str, max_manifest: int) ->
         entry, replaced = await anyio.to_thread.run_sync(upload.finish, path, headers)
     except ManifestTooLarge as exc:
         return _refuse(413, path, exc)
+    except TrustError as exc:
+        return _refuse(_TRUST_STATUS.get(type(exc), 403), path, exc)
     except FormatError as exc:
         return _refuse(422, path, exc)
     except PreconditionFailed as exc:

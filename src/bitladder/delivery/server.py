@@ -1,10 +1,11 @@
 """The package server: a Starlette app (run it on uvicorn) over a folder of `.blad` files, per RFC 9110.
 
-    GET  /models                  JSON catalog: id, version, rungs, sizes, ETag, source digest (catalog.py)
+    GET  /models                  JSON catalog: id, version, rungs, sizes, ETag, source digest, signer (catalog.py)
     GET  /models/{name}.blad      the package; Range (206, multipart/byteranges, 416), If-Range, If-Match,
                                   If-None-Match (412, 304), strong ETag
     HEAD /models/{name}.blad      headers only (Range does not apply to HEAD)
-    PUT  /models/{name}.blad      publish (token required): spooled, verified off the loop, renamed in (publish.py)
+    PUT  /models/{name}.blad      publish (token required): spooled, verified off the loop, renamed in (publish.py);
+                                  with a trust set, only signed by a trusted key and no older version (403/409/422)
 
 Only names that resolve to `.blad` files inside the folder are served (catalog.resolve). A response streams from
 a file descriptor opened when the request arrives, so a package replaced by a PUT (a rename) never changes under
@@ -32,6 +33,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ..errors import FormatError
+from ..format.signing import Trust
 from ..format.spec import HEADER_SIZE, Header
 from .catalog import NAME, Catalog, catalog_entry, open_package, resolve
 from .httputil import (
@@ -63,6 +65,7 @@ class ServerConfig:
     protect_reads: bool = False     # require the token for GET/HEAD too
     rate: float | None = None       # pace each response to this many bit/s
     max_manifest: int = MAX_MANIFEST
+    trust: Trust | None = None      # accept PUTs only of packages signed by these keys, and no replays
 
 
 class _FileResponse(Response):
@@ -153,7 +156,8 @@ async def _package(request: Request) -> Response:
     if write:  # to the name itself: a symlink there is replaced, never written through
         if not NAME.fullmatch(name) or ".." in name:
             return _deny(request, 404, "not a package name")
-        return await publish(request, config.root, name, config.max_manifest)
+        return await publish(request, config.root, name, config.max_manifest, trust=config.trust,
+                             catalog=request.app.state.catalog)
     path = resolve(config.root, name)
     if path is None:
         return _deny(request, 404, "no such package in the folder")
@@ -224,12 +228,13 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 
 def create_app(root: str | os.PathLike[str], *, token: str | None = None, protect_reads: bool = False,
-               rate: float | None = None, max_manifest: int = MAX_MANIFEST) -> Starlette:
-    """The ASGI app serving every `.blad` in `root`; uploads whose manifest exceeds `max_manifest` get 413.
+               rate: float | None = None, max_manifest: int = MAX_MANIFEST, trust: Trust | None = None) -> Starlette:
+    """The ASGI app serving every `.blad` in `root`; uploads whose manifest exceeds `max_manifest` get 413, and
+    with `trust`, uploads not signed by one of its keys (403, 422) or older than a version held (409).
 
-    >>> app = create_app("packages", token="s3cret", rate=100e6)   # doctest: +SKIP
+    >>> app = create_app("packages", token="s3cret", trust=load_trust("publisher.pub"))   # doctest: +SKIP
     """
-    config = ServerConfig(Path(root).resolve(), token, protect_reads, rate, max_manifest)
+    config = ServerConfig(Path(root).resolve(), token, protect_reads, rate, max_manifest, trust)
     routes = [Route("/models", _catalog, methods=["GET"]),
               Route("/models/", _trailing_slash),
               Route("/models/{name}", _package, methods=["GET", "HEAD", "PUT"]),

@@ -13,6 +13,7 @@ same `Framer` and share its `feed` / `position` / `pending` / `rewind` / `close`
 from __future__ import annotations
 
 from ..format.framer import Chunk, Fed, Framed, Framer
+from ..format.signing import Trust
 
 
 def _index(chunk: Chunk) -> int:
@@ -20,10 +21,12 @@ def _index(chunk: Chunk) -> int:
 
 
 class PackageVerifier(Framed):
-    """Verifies every digest of a package fed in pieces; `feed` returns the indices of the chunks that verified."""
+    """Verifies every digest of a package fed in pieces; `feed` returns the indices of the chunks that verified.
 
-    def __init__(self) -> None:
-        self._framer = Framer(keep_payload=False)
+    With `trust`, also its signature, as soon as the header arrives (`feed` raises the `TrustError`)."""
+
+    def __init__(self, *, trust: Trust | None = None) -> None:
+        self._framer = Framer(keep_payload=False, trust=trust)
 
     def feed(self, data: bytes | bytearray | memoryview) -> Fed[int]:
         """Accept more bytes; returns the chunks that verified and the error that stopped the call, if any."""

@@ -13,6 +13,9 @@ the error. The framer then refuses bytes until `rewind()`, which drops what did 
 resume: the start of the failed chunk, or byte 0 when the header or manifest failed (nothing in them is
 trusted until the manifest digest matches, so both are fetched again).
 
+With a `Trust`, the header's signature is checked as soon as its HEADER_SIZE bytes arrive, before the manifest
+is parsed: a refusal is a `TrustError`, raised (no refetch can cure it), and every later `feed` raises it again.
+
 >>> framer = Framer()
 >>> fed = framer.feed(package_bytes, lambda chunk: chunk.index)     # doctest: +SKIP
 >>> fed.updates, fed.error                                          # doctest: +SKIP
@@ -25,7 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from ..errors import ChunkIntegrityError, DecoderStateError, FormatError, TruncatedError
+from ..errors import ChunkIntegrityError, DecoderStateError, FormatError, TruncatedError, TrustError
+from .signing import Trust, check_signature
 from .spec import HEADER_SIZE, ChunkEntry, ChunkHasher, Header, Manifest, digest
 
 T = TypeVar("T")
@@ -73,9 +77,11 @@ class Framer:
     4
     """
 
-    def __init__(self, *, keep_payload: bool = True, max_bytes: int | None = None) -> None:
+    def __init__(self, *, keep_payload: bool = True, max_bytes: int | None = None, trust: Trust | None = None) -> None:
         self._keep = keep_payload
         self._max_bytes = max_bytes
+        self._trust = trust
+        self._refused: TrustError | None = None
         self._head = bytearray()          # header and manifest bytes, until the manifest verifies
         self._header: Header | None = None
         self.manifest: Manifest | None = None
@@ -95,6 +101,11 @@ class Framer:
     def pending(self) -> int:
         """Bytes received but not verified yet (of the head, or of the chunk in flight)."""
         return len(self._head) if self.manifest is None else self._got
+
+    @property
+    def header(self) -> Header | None:
+        """The package header, once it has arrived (and, with a trust set, passed its signature check)."""
+        return self._header
 
     @property
     def data_start(self) -> int | None:
@@ -132,6 +143,8 @@ class Framer:
     def close(self) -> None:
         """Declare the end of the stream: raises the failure that stopped it, or `TruncatedError` if the
         package is incomplete."""
+        if self._refused is not None:
+            raise self._refused
         if self._failed is not None:
             raise self._failed
         if not self.finished:
@@ -144,6 +157,8 @@ class Framer:
         A chunk counts as accepted once `accept` returns; if it raises a `FormatError` (the chunk does not
         decode), the stream stops before that chunk, as on a digest mismatch.
         """
+        if self._refused is not None:
+            raise self._refused
         if self._failed is not None:
             raise DecoderStateError(f"stream stopped at byte {self._position} after an error "
                                     f"(call rewind() first): {self._failed}")
@@ -169,7 +184,15 @@ class Framer:
             view = self._fill_head(view, HEADER_SIZE)
             if len(self._head) < HEADER_SIZE:
                 return view
-            self._header = Header.unpack(self._head)
+            header = Header.unpack(self._head)
+            if self._trust is not None:
+                try:
+                    check_signature(header, self._trust, f"package header (bytes 0-{HEADER_SIZE - 1})")
+                except TrustError as exc:
+                    self._refused = exc
+                    self._head = bytearray()
+                    raise
+            self._header = header
         end = HEADER_SIZE + self._header.manifest_length
         view = self._fill_head(view, end)
         if len(self._head) < end:
@@ -245,6 +268,11 @@ class Framed:
     def pending(self) -> int:
         """Bytes received but not verified yet."""
         return self._framer.pending
+
+    @property
+    def header(self) -> Header | None:
+        """The package header once it has arrived (signed or not: `header.signed`, `signing.signer(header)`)."""
+        return self._framer.header
 
     @property
     def data_start(self) -> int | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,8 @@ from ..errors import (
     file_access_error,
 )
 from .framer import Chunk, Fed, Framed, Framer
+from .lineage import Held, parent_values
+from .signing import Trust, check_signature
 from .spec import HEADER_SIZE, Header, Manifest, digest
 
 # The numpy dtype of each source dtype whose storage is another dtype's bits (the rest are stored as they are).
@@ -68,12 +71,14 @@ def _check_chunk(manifest: Manifest, index: int, payload: memoryview) -> None:
         raise ChunkIntegrityError(f"{manifest.describe_chunk(index)}: digest mismatch at data offset {entry.offset}")
 
 
-def _decode_chunk(manifest: Manifest, states: list[TensorState | None], index: int, payload: memoryview) -> TensorState:
-    """Decode verified chunk `index` into its tensor's state (created at the tensor's first chunk)."""
+def _decode_chunk(manifest: Manifest, states: list[TensorState | None], index: int, payload: memoryview,
+                  parents: Mapping[int, NDArray[Any]]) -> TensorState:
+    """Decode verified chunk `index` into its tensor's state (created at the tensor's first chunk, from the
+    parent's values for a delta tensor)."""
     entry = manifest.chunks[index]
     state = states[entry.tensor]
     if state is None:
-        state = TensorState(manifest.plans[entry.tensor])
+        state = TensorState(manifest.plans[entry.tensor], parents.get(entry.tensor))
     try:
         state.apply(entry.step, entry.block, payload)
     except ChunkIntegrityError as exc:
@@ -93,9 +98,13 @@ class StreamDecoder(Framed):
     ...         resume_at = decoder.rewind()       # fetch again from there
     """
 
-    def __init__(self, *, max_bytes: int | None = None) -> None:
-        """`max_bytes` refuses (`ManifestError`) a package whose tensors would take more memory than that."""
-        self._framer = Framer(max_bytes=max_bytes)
+    def __init__(self, *, max_bytes: int | None = None, trust: Trust | None = None, parent: Held | None = None) -> None:
+        """`max_bytes` refuses (`ManifestError`) a package whose tensors would take more memory than that;
+        `trust` refuses (`TrustError`, raised by `feed`) one not signed by a trusted key, before its manifest;
+        `parent` are the weights a delta package applies to (checked against its lineage: `LineageError`)."""
+        self._framer = Framer(max_bytes=max_bytes, trust=trust)
+        self._parent = parent
+        self._parents: dict[int, NDArray[Any]] = {}
         self._states: list[TensorState | None] = []
         self._released: set[int] = set()
         self._reached: list[int] = []
@@ -117,6 +126,8 @@ class StreamDecoder(Framed):
         """Size the per-tensor state once the manifest has arrived."""
         manifest = self._framer.manifest
         if manifest is not None and len(self._reached) != len(manifest.tensors):
+            self._parents = parent_values(manifest, self._parent)
+            self._parent = None
             self._states = [None] * len(manifest.tensors)
             self._reached = [-1] * len(manifest.tensors)
             self._names = {spec.name: index for index, spec in enumerate(manifest.tensors)}
@@ -131,7 +142,7 @@ class StreamDecoder(Framed):
         entry = chunk.entry
         if entry.tensor in self._released:
             raise DecoderStateError(f"{manifest.describe_chunk(chunk.index)}: its tensor was released")
-        state = _decode_chunk(manifest, self._states, chunk.index, chunk.payload)
+        state = _decode_chunk(manifest, self._states, chunk.index, chunk.payload, self._parents)
         self._states[entry.tensor] = state
         reached = state.rung
         if reached == self._reached[entry.tensor]:
@@ -223,11 +234,15 @@ class Package:
     ['int8', 'exact']
     """
 
-    def __init__(self, data: bytes | memoryview | mmap.mmap, name: str = "<bytes>", max_bytes: int | None = None) -> None:
+    def __init__(self, data: bytes | memoryview | mmap.mmap, name: str = "<bytes>", max_bytes: int | None = None,
+                 trust: Trust | None = None) -> None:
         self._data = data
         self.name = name
         view = memoryview(data)
         header = Header.unpack(view[:HEADER_SIZE])
+        if trust is not None:
+            check_signature(header, trust, name)
+        self.header = header
         end = HEADER_SIZE + header.manifest_length
         if len(view) < end:
             raise TruncatedError(f"{name}: {len(view)} bytes end inside the manifest (needs {end})")
@@ -240,10 +255,11 @@ class Package:
 
     @classmethod
     def open(cls, source: str | os.PathLike[str] | bytes | bytearray | memoryview,
-             max_bytes: int | None = None) -> Package:
-        """Open a package from a path (memory-mapped) or from bytes; `max_bytes` as for `StreamDecoder`."""
+             max_bytes: int | None = None, *, trust: Trust | None = None) -> Package:
+        """Open a package from a path (memory-mapped) or from bytes; `max_bytes` and `trust` as for
+        `StreamDecoder` (a refused package raises its `TrustError` here, before its manifest is parsed)."""
         if isinstance(source, (bytes, bytearray, memoryview)):
-            return cls(memoryview(source), max_bytes=max_bytes)
+            return cls(memoryview(source), max_bytes=max_bytes, trust=trust)
         path = Path(source)
         try:
             handle = open(path, "rb")  # noqa: SIM115 - closed below; mmap keeps its own reference
@@ -254,34 +270,37 @@ class Package:
             if size == 0:
                 raise TruncatedError(f"{path}: empty file")
             mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-        return cls(mapped, str(path), max_bytes)
+        return cls(mapped, str(path), max_bytes, trust)
 
     def chunk_bytes(self, index: int) -> memoryview:
         entry = self.manifest.chunks[index]
         start = self.data_start + entry.offset
         return memoryview(self._data)[start:start + entry.length]
 
-    def decode(self, rung: int | str | None = None, threads: int = 1, *,
-               raw: bool = False) -> dict[str, NDArray[np.generic]]:
+    def decode(self, rung: int | str | None = None, threads: int = 1, *, raw: bool = False,
+               parent: Held | None = None) -> dict[str, NDArray[np.generic]]:
         """Every tensor at `rung` (a name such as `"int8"` or a position; default: the last), in source order,
         shaped, in its source dtype (bfloat16 as `ml_dtypes.bfloat16`); `raw=True`: the storage bits instead.
 
         With `threads` > 1, the chunks of one rung (each a different block) are checked and decoded in parallel:
         the core releases the interpreter lock, and a block's rungs still go in order.
 
+        A delta package decodes from `parent`, the weights it updates (`LineageError` unless they are its parent's).
+
         >>> package.decode("int8")["embeddings.LayerNorm.weight"].dtype       # doctest: +SKIP
         dtype('float32')
         """
         rung = self.manifest.rung_index(rung)
+        parents = parent_values(self.manifest, parent)
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
             raise UsageError(f"threads must be a positive integer, got {threads!r}")
-        states: list[TensorState | None] = [
-            TensorState(plan) for plan in self.manifest.plans] if self.manifest.tensors else []
+        states: list[TensorState | None] = [TensorState(plan, parents.get(index))
+                                            for index, plan in enumerate(self.manifest.plans)]
 
         def one(index: int) -> None:
             payload = self.chunk_bytes(index)
             _check_chunk(self.manifest, index, payload)
-            _decode_chunk(self.manifest, states, index, payload)
+            _decode_chunk(self.manifest, states, index, payload, parents)
 
         by_rung: dict[int, list[int]] = {}
         for index, entry in enumerate(self.manifest.chunks):

@@ -1,15 +1,18 @@
 """The package format (docs/FORMAT.md is normative; this module is its executable form).
 
-    offset  size  field
-    0       4     magic b"BLAD"
-    4       2     format version, u16 little-endian (2)
-    6       2     flags, u16 (0; anything else is refused)
-    8       8     manifest length M in bytes, u64 little-endian (8 <= M <= 64 MiB, M % 8 == 0)
-    16      32    BLAKE3 digest (32 bytes) of the M manifest bytes
-    48      M     manifest: UTF-8 JSON object, right-padded with spaces
-    48 + M  ...   chunks back to back, in manifest order; together exactly `data_length` bytes
+    offset   size  field
+    0        4     magic b"BLAD"
+    4        2     format version, u16 little-endian (2)
+    6        2     flags, u16 (bit 0: signed; any other bit is refused)
+    8        8     manifest length M in bytes, u64 little-endian (8 <= M <= 64 MiB, M % 8 == 0)
+    16       32    BLAKE3 digest (32 bytes) of the M manifest bytes
+    48       32    signer's Ed25519 public key (signed), else zeros
+    80       64    Ed25519 signature of SIGNED_CONTEXT + bytes 0-47 (signed), else zeros
+    144      M     manifest: UTF-8 JSON object, right-padded with spaces
+    144 + M  ...   chunks back to back, in manifest order; together exactly `data_length` bytes
 
-Chunk digests are "blake3:" + the 64 hex digits of the BLAKE3 digest of the chunk bytes.
+Chunk digests are "blake3:" + the 64 hex digits of the BLAKE3 digest of the chunk bytes. The signature covers
+the manifest digest, and the manifest every chunk digest, so it binds every byte (`format.signing` checks it).
 """
 
 from __future__ import annotations
@@ -18,13 +21,17 @@ import contextlib
 import dataclasses
 import json
 import operator
+import re
 import reprlib
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Final
 
 import blake3
+import numpy as np
+from numpy.typing import NDArray
 
 from ..codecs.ladder import Ladder
 from ..codecs.plan import TensorPlan, plan_tensor
@@ -33,14 +40,30 @@ from ..errors import BadMagicError, ManifestError, UnsupportedVersionError, Usag
 
 MAGIC: Final = b"BLAD"
 VERSION: Final = 2
-HEADER_SIZE: Final = 48
+HEADER_SIZE: Final = 144
+SIGNED_SIZE: Final = 48  # header bytes 0-47: what a signature covers
+PUBLIC_KEY_SIZE: Final = 32
+SIGNATURE_SIZE: Final = 64
+FLAG_SIGNED: Final = 0x0001
+SIGNED_CONTEXT: Final = b"bitladder signed package v2\x00"  # prefixed to the signed bytes (domain separation)
 MAX_MANIFEST_SIZE: Final = 64 * 1024 * 1024
 MAX_TENSORS: Final = 1_000_000
 MAX_RANK: Final = 16
 DIGEST_NAME: Final = "blake3"
 DIGEST_PREFIX: Final = DIGEST_NAME + ":"
 DIGEST_HEX: Final = 64  # hex digits after the prefix (a 32-byte BLAKE3 digest)
-_HEADER: Final = struct.Struct("<4sHHQ32s")
+_HEADER: Final = struct.Struct("<4sHHQ32s32s64s")
+_NO_SIGNATURE: Final = bytes(PUBLIC_KEY_SIZE + SIGNATURE_SIZE)
+_VERSION_PART: Final = re.compile(r"\d+|\D+")
+
+
+def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    """The sort key of a model version: its runs of digits compare as numbers, other runs as text.
+
+    >>> sorted(["1.10", "1.9", "1.9a", "2"], key=version_key)
+    ['1.9', '1.9a', '1.10', '2']
+    """
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in _VERSION_PART.findall(version))
 
 
 class ChunkHasher:
@@ -106,11 +129,33 @@ def manifest_digest(body: bytes | bytearray | memoryview) -> bytes:
 
 @dataclass(frozen=True)
 class Header:
+    """The fixed `HEADER_SIZE` bytes that open a package; `public_key` and `signature` are None when unsigned."""
+
     manifest_length: int
     manifest_digest: bytes
+    public_key: bytes | None = None
+    signature: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if (self.public_key is None) != (self.signature is None):
+            raise UsageError("a header has both a public key and a signature, or neither")
+        if self.public_key is not None and self.signature is not None and \
+                (len(self.public_key), len(self.signature)) != (PUBLIC_KEY_SIZE, SIGNATURE_SIZE):
+            raise UsageError(f"an Ed25519 public key is {PUBLIC_KEY_SIZE} bytes and a signature {SIGNATURE_SIZE}, "
+                             f"not {len(self.public_key)} and {len(self.signature)}")
+
+    @property
+    def signed(self) -> bool:
+        return self.public_key is not None
+
+    def signed_message(self) -> bytes:
+        """What the signature signs: `SIGNED_CONTEXT` + header bytes 0-47 (magic to manifest digest)."""
+        return SIGNED_CONTEXT + self.pack()[:SIGNED_SIZE]
 
     def pack(self) -> bytes:
-        return _HEADER.pack(MAGIC, VERSION, 0, self.manifest_length, self.manifest_digest)
+        flags = FLAG_SIGNED if self.signed else 0
+        return _HEADER.pack(MAGIC, VERSION, flags, self.manifest_length, self.manifest_digest,
+                            self.public_key or bytes(PUBLIC_KEY_SIZE), self.signature or bytes(SIGNATURE_SIZE))
 
     @classmethod
     def unpack(cls, data: bytes | bytearray | memoryview) -> Header:
@@ -120,14 +165,77 @@ class Header:
             raise BadMagicError(f"bytes 0-3 are {magic!r}, not the bitladder magic {MAGIC!r}")
         if len(data) < HEADER_SIZE:
             raise BadMagicError(f"package shorter than its {HEADER_SIZE}-byte header ({len(data)} bytes)")
-        _, version, flags, length, manifest_digest = _HEADER.unpack(bytes(data[:HEADER_SIZE]))
+        _, version, flags, length, manifest_digest, key, signature = _HEADER.unpack(bytes(data[:HEADER_SIZE]))
         if version != VERSION:
             raise UnsupportedVersionError(f"format version {version} at offset 4; this library reads {VERSION}")
-        if flags != 0:
-            raise UnsupportedVersionError(f"unknown flags {flags:#06x} at offset 6")
+        if flags & ~FLAG_SIGNED:
+            raise UnsupportedVersionError(f"unknown flags {flags:#06x} at offset 6 (known: {FLAG_SIGNED:#06x}, signed)")
         if not 8 <= length <= MAX_MANIFEST_SIZE or length % 8:
             raise ManifestError(f"manifest length {length} at offset 8 is not a multiple of 8 in [8, {MAX_MANIFEST_SIZE}]")
+        if flags & FLAG_SIGNED:
+            return cls(length, manifest_digest, key, signature)
+        if key + signature != _NO_SIGNATURE:
+            raise ManifestError(f"bytes {SIGNED_SIZE}-{HEADER_SIZE - 1} of an unsigned package (flags 0 at offset 6) "
+                                "are not all zero")
         return cls(length, manifest_digest)
+
+
+class WeightsHasher:
+    """The digest of a model's exact weights, which a manifest records (`model.weights`) and a delta names as its
+    parent's. Each tensor's digest is BLAKE3 over its name, dtype and shape (UTF-8, each ended by a NUL; the shape
+    as decimal sides joined by ",") and then its bytes (little-endian storage); the weights digest is BLAKE3 over
+    the tensors in name order (UTF-8 bytes), each as its name, a NUL and its 32-byte digest. A device computes it
+    from the weights it holds, in any order, whatever package or file they came from.
+
+    >>> hasher = WeightsHasher()
+    >>> hasher.add(TensorSpec("w", "F32", (2,)), np.zeros(2, np.uint32))
+    >>> hasher.digest()[:15]
+    'blake3:5f7cadab'
+    """
+
+    def __init__(self) -> None:
+        self._tensors: dict[str, bytes] = {}
+
+    def add(self, spec: TensorSpec, storage: NDArray[Any]) -> None:
+        if storage.nbytes != spec.nbytes:
+            raise ValueError(f"tensor {spec.name!r}: {storage.nbytes} bytes given for {spec.nbytes}")
+        if spec.name in self._tensors:
+            raise ValueError(f"tensor {spec.name!r} hashed twice")
+        hasher = blake3.blake3(f"{spec.name}\0{spec.dtype}\0{','.join(map(str, spec.shape))}\0".encode())
+        hasher.update(np.ascontiguousarray(storage).reshape(-1).view(np.uint8).data)
+        self._tensors[spec.name] = hasher.digest()
+
+    def digest(self) -> str:
+        hasher = blake3.blake3()
+        for name in sorted(self._tensors, key=lambda n: n.encode()):
+            hasher.update(name.encode() + b"\0" + self._tensors[name])
+        return DIGEST_PREFIX + hasher.hexdigest()
+
+
+def weights_digest(tensors: Iterable[tuple[TensorSpec, NDArray[Any]]]) -> str:
+    """`WeightsHasher` over (spec, storage) pairs in order."""
+    hasher = WeightsHasher()
+    for spec, storage in tensors:
+        hasher.add(spec, storage)
+    return hasher.digest()
+
+
+@dataclass(frozen=True)
+class Parent:
+    """What a delta package updates: the model id and version, the digest of its exact weights, and the rung of
+    it the delta applies to (always its exact rung: deltas are coded against the old exact weights)."""
+
+    model_id: str
+    version: str
+    weights: str
+    rung: str = "exact"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.model_id, "version": self.version, "weights": self.weights[len(DIGEST_PREFIX):],
+                "rung": self.rung}
+
+    def describe(self) -> str:
+        return f"{self.model_id!r} version {self.version!r} ({self.weights[:23]}…)"
 
 
 @dataclass(frozen=True)
@@ -165,6 +273,23 @@ class Manifest:
     schedule: str
     tensors: tuple[TensorSpec, ...]
     chunks: tuple[ChunkEntry, ...]
+    weights: str = ""
+    """`WeightsHasher` digest of the exact weights (the last rung's), "blake3:" + 64 hex digits."""
+    parent: Parent | None = None
+    """What a delta package updates; None for a full package."""
+    quality: tuple[float | None, ...] = ()
+    """Per rung, the SQNR in dB of the laddered tensors measured at encode time (None: exact, or not measured)."""
+
+    def __post_init__(self) -> None:
+        if (self.parent is None) != (self.ladder.delta is None and not any(t.delta for t in self.tensors)):
+            raise ManifestError(f"package {self.model_id!r}: a parent is recorded exactly when the package is a delta "
+                                "(a delta ladder or delta tensors)")
+        if self.quality and len(self.quality) != len(self.ladder.rungs):
+            raise ManifestError(f"{len(self.quality)} quality figures for {len(self.ladder.rungs)} rungs")
+
+    @property
+    def is_delta(self) -> bool:
+        return self.parent is not None
 
     @cached_property
     def plans(self) -> tuple[TensorPlan, ...]:
@@ -214,11 +339,20 @@ class Manifest:
     def to_json(self) -> dict[str, Any]:
         return {
             "format": "bitladder", "version": VERSION,
-            "model": {"id": self.model_id, "version": self.model_version},
+            "model": self._model_json(),
             "source": self.source, "ladder": self.ladder.to_json(), "schedule": self.schedule, "digest": DIGEST_NAME,
-            "tensors": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in self.tensors],
+            "quality": list(self.quality) if self.quality else [None] * len(self.ladder.rungs),
+            "tensors": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape), **({"delta": True} if t.delta else {})}
+                        for t in self.tensors],
             "chunks": [c.to_json() for c in self.chunks],
         }
+
+    def _model_json(self) -> dict[str, Any]:
+        model: dict[str, Any] = {"id": self.model_id, "version": self.model_version,
+                                 "weights": self.weights[len(DIGEST_PREFIX):]}
+        if self.parent is not None:
+            model["parent"] = self.parent.to_json()
+        return model
 
     def encode(self) -> bytes:
         """Header and padded manifest: everything that precedes the data."""
@@ -267,7 +401,34 @@ def _get(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
     return value
 
 
-_ROOT_KEYS: Final = frozenset({"format", "version", "digest", "model", "source", "ladder", "schedule", "tensors", "chunks"})
+_ROOT_KEYS: Final = frozenset({"format", "version", "digest", "model", "source", "ladder", "schedule", "quality", "tensors",
+                               "chunks"})
+
+
+def _digest_field(obj: Any, key: str, where: str) -> str:
+    hex_digits: str = _get(obj, key, str, where)
+    if len(hex_digits) != DIGEST_HEX or hex_digits.strip("0123456789abcdef"):
+        raise _fail(where, f"{key} {reprlib.repr(hex_digits)} is not {DIGEST_HEX} lowercase hex digits")
+    return DIGEST_PREFIX + hex_digits
+
+
+def _parse_parent(model: dict[str, Any]) -> Parent | None:
+    if "parent" not in model:
+        return None
+    parent = _get(model, "parent", dict, "model")
+    if set(parent) != {"id", "version", "weights", "rung"}:
+        raise _fail("model.parent", "must have exactly id, version, weights and rung")
+    if _get(parent, "rung", str, "model.parent") != "exact":
+        raise _fail("model.parent", f"rung {reprlib.repr(parent['rung'])}: deltas apply to their parent's exact rung")
+    return Parent(_get(parent, "id", str, "model.parent"), _get(parent, "version", str, "model.parent"),
+                  _digest_field(parent, "weights", "model.parent"))
+
+
+def _parse_quality(items: list[Any], rungs: int) -> tuple[float | None, ...]:
+    if len(items) != rungs or not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                      and -1e4 < v < 1e4) for v in items):
+        raise _fail("quality", f"must list {rungs} numbers (dB) or nulls, got {reprlib.repr(items)}")
+    return tuple(None if v is None else float(v) for v in items)
 
 
 def _parse_manifest(data: Any) -> Manifest:
@@ -280,6 +441,8 @@ def _parse_manifest(data: Any) -> Manifest:
     if _get(data, "digest", str, "root") != DIGEST_NAME:
         raise _fail("root", f"chunk digest {reprlib.repr(data['digest'])} is not {DIGEST_NAME!r}")
     model = _get(data, "model", dict, "root")
+    if set(model) - {"id", "version", "weights", "parent"}:
+        raise _fail("model", f"unknown keys {reprlib.repr(sorted(set(model) - {'id', 'version', 'weights', 'parent'}))}")
     try:
         ladder = Ladder.from_json(_get(data, "ladder", dict, "root"))
     except ValueError as exc:
@@ -289,6 +452,8 @@ def _parse_manifest(data: Any) -> Manifest:
         model_id=_get(model, "id", str, "model"), model_version=_get(model, "version", str, "model"),
         source=_get(data, "source", dict, "root"), ladder=ladder,
         schedule=_get(data, "schedule", str, "root"), tensors=tensors, chunks=(),
+        weights=_digest_field(model, "weights", "model"), parent=_parse_parent(model),
+        quality=_parse_quality(_get(data, "quality", list, "root"), len(ladder.rungs)),
     )
     chunks = _parse_chunks(_get(data, "chunks", list, "root"), manifest.plans, ladder)
     return dataclasses.replace(manifest, chunks=chunks)
@@ -302,13 +467,15 @@ def _parse_tensors(items: list[Any]) -> tuple[TensorSpec, ...]:
         where = f"tensor {i}"
         name, dtype = _get(item, "name", str, where), _get(item, "dtype", str, where)
         shape = _get(item, "shape", list, where)
+        if set(item) - {"name", "dtype", "shape", "delta"} or item.get("delta", True) is not True:
+            raise _fail(where, "has keys other than name, dtype, shape and delta (true)")
         if name in names:
             raise _fail(where, f"duplicate name {reprlib.repr(name)}")
         if dtype not in STORAGE:
             raise _fail(where, f"unknown dtype {reprlib.repr(dtype)}")
         if len(shape) > MAX_RANK or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**40 for d in shape):
             raise _fail(where, f"bad shape {reprlib.repr(shape)}")
-        spec = TensorSpec(name, dtype, tuple(shape))
+        spec = TensorSpec(name, dtype, tuple(shape), "delta" in item)
         if spec.numel >= 2**40:
             raise _fail(where, f"{spec.numel} elements exceed the limit of 2**40")
         names.add(name)

@@ -14,12 +14,15 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from numpy.typing import NDArray
+
 from ..codecs.ladder import Ladder
 from ..codecs.plan import TensorPlan, plan_tensor
 from ..codecs.states import TensorSpec
 from ..errors import UsageError
 from ..outputs import check_output, output_file
-from .spec import ChunkEntry, Manifest, digest
+from .signing import SigningKey, sign_head
+from .spec import ChunkEntry, Manifest, Parent, WeightsHasher, digest
 
 Schedule = Callable[[Sequence[TensorSpec], Sequence[int]], list[int]]
 """Orders the tensors that have a chunk in one rung: (all tensors, indices in that rung) -> indices in order."""
@@ -67,8 +70,9 @@ class PackageWriter:
     >>> ladder = Ladder.parse("int8,exact")
     >>> out = pathlib.Path(tempfile.mkdtemp()) / "w.blad"
     >>> writer = PackageWriter(out, "demo", "1", {}, ladder)
-    >>> index, plan = writer.add_tensor(TensorSpec("w", "F32", (64, 64)))
-    >>> for step, block, payload in encode_tensor(plan, np.ones(4096, np.float32).view(np.uint32)):
+    >>> source = np.ones(4096, np.float32).view(np.uint32)
+    >>> index, plan = writer.add_tensor(TensorSpec("w", "F32", (64, 64)), source)
+    >>> for step, block, payload in encode_tensor(plan, source):
     ...     writer.add_chunk(index, step, block, payload)
     >>> len(writer.finish().chunks)
     2
@@ -76,7 +80,11 @@ class PackageWriter:
 
     def __init__(self, path: str | os.PathLike[str], model_id: str, model_version: str,
                  source: dict[str, Any], ladder: Ladder, schedule: str = "source",
-                 priorities: Priorities | None = None) -> None:
+                 priorities: Priorities | None = None, parent: Parent | None = None,
+                 signing_key: SigningKey | None = None) -> None:
+        """`parent` makes a delta package: what it updates (tensors added with `delta=True` specs are coded
+        against the parent's values). `signing_key` signs the header (`format.signing`)."""
+        self._signing_key = signing_key
         if schedule == PRIORITY_SCHEDULE and priorities is None:
             raise UsageError(f"schedule {PRIORITY_SCHEDULE!r} needs priorities")
         if schedule != PRIORITY_SCHEDULE and priorities is not None:
@@ -86,6 +94,10 @@ class PackageWriter:
         self._priorities = dict(priorities or {})
         self._path = Path(path)
         self._meta = (model_id, model_version, source, ladder, schedule)
+        self._parent = parent
+        self._weights = WeightsHasher()
+        self.quality: tuple[float | None, ...] = ()
+        """Per rung SQNR measured by the encoder, recorded by `finish` (empty: not measured)."""
         self._tensors: list[TensorSpec] = []
         self._plans: list[TensorPlan] = []
         self._names: set[str] = set()
@@ -100,11 +112,15 @@ class PackageWriter:
             raise ValueError(f"package {self._path} is already finished")
         return self._spool
 
-    def add_tensor(self, spec: TensorSpec) -> tuple[int, TensorPlan]:
-        """Register a tensor (in source order); returns its index and the plan its chunks follow."""
+    def add_tensor(self, spec: TensorSpec, storage: NDArray[Any]) -> tuple[int, TensorPlan]:
+        """Register a tensor (in source order) with its exact values (storage dtype, for the weights digest);
+        returns its index and the plan its chunks follow."""
         self._open_spool()
         if spec.name in self._names:
             raise ValueError(f"tensor {spec.name!r} added twice")
+        if spec.delta and self._parent is None:
+            raise ValueError(f"delta tensor {spec.name!r} in a package without a parent")
+        self._weights.add(spec, storage)
         _, _, _, ladder, _ = self._meta
         self._names.add(spec.name)
         self._tensors.append(spec)
@@ -139,7 +155,8 @@ class PackageWriter:
         for chunk in ordered:
             entries.append(dataclasses.replace(chunk, offset=offset))
             offset += chunk.length
-        manifest = Manifest(model_id, model_version, source, ladder, schedule, tuple(self._tensors), tuple(entries))
+        manifest = Manifest(model_id, model_version, source, ladder, schedule, tuple(self._tensors), tuple(entries),
+                            self._weights.digest(), self._parent, self.quality)
         return manifest, ordered
 
     def finish(self) -> Manifest:
@@ -148,7 +165,8 @@ class PackageWriter:
         manifest, ordered = self._layout()
         try:
             with output_file(self._path) as out:
-                out.write(manifest.encode())
+                head = manifest.encode()
+                out.write(head if self._signing_key is None else sign_head(head, self._signing_key))
                 for chunk in ordered:
                     spool.seek(chunk.offset)
                     _copy(spool, out, chunk.length)

