@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,17 +140,22 @@ class World:
     attacker: SigningKey
     pub_path: Path
     folder: Path
+    scratch: bytearray = field(default_factory=bytearray)  # v2, changed in place by a case and restored after
+    dirty: list[tuple[int, bytes]] = field(default_factory=list)  # what to restore: (offset, original bytes)
+    versions: dict[str, bytes] = field(default_factory=dict)  # v2 re-signed as another version, by version
 
 
 def _flips(world: World, rng: random.Random, low: int) -> tuple[bytearray, list[int]]:
     """v2 with 1-8 bytes at or after `low` XORed, every changed chunk's digest and the manifest digest recomputed
     (unless the header's digest field was hit itself)."""
-    data = bytearray(world.v2)
+    data = _clean(world)
     body_end = HEADER_SIZE + world.parts2.header.manifest_length
     regions = [(0, 48), (48, HEADER_SIZE), (HEADER_SIZE, body_end), (body_end, len(data)), (body_end, len(data))]
     regions = [(start, end) for start, end in regions if start >= low]  # header, key and signature, manifest, chunks
     spots = sorted(rng.randrange(*rng.choice(regions)) for _ in range(rng.choice((1, 1, 2, 3, 8))))
+    world.dirty += [(0, world.v2[:HEADER_SIZE]), (HEADER_SIZE, world.v2[HEADER_SIZE:body_end])]
     for spot in spots:
+        world.dirty.append((spot, world.v2[spot:spot + 1]))
         data[spot] ^= rng.randrange(1, 256)
     body = bytes(data[HEADER_SIZE:body_end])
     for index in sorted({bisect.bisect_right(world.parts2.starts, spot) - 1 for spot in spots if spot >= body_end}):
@@ -162,6 +167,16 @@ def _flips(world: World, rng: random.Random, low: int) -> tuple[bytearray, list[
         data[16:48] = manifest_digest(body)
     data[HEADER_SIZE:body_end] = body
     return data, spots
+
+
+def _clean(world: World) -> bytearray:
+    """The scratch copy of v2, with what the previous case changed restored."""
+    if len(world.scratch) != len(world.v2):
+        world.scratch[:] = world.v2
+    for offset, original in reversed(world.dirty):
+        world.scratch[offset:offset + len(original)] = original
+    world.dirty.clear()
+    return world.scratch
 
 
 def flipped(world: World, rng: random.Random) -> Case:
@@ -196,7 +211,8 @@ def resigned(world: World, rng: random.Random) -> Case:
         data, spots = _flips(world, rng, HEADER_SIZE)
         base = f"{len(spots)} bytes of manifest or chunks changed, digests recomputed"
     else:
-        data, base = bytearray(world.v2), "untampered"
+        data, base = _clean(world), "untampered"
+        world.dirty.append((0, world.v2[:HEADER_SIZE]))
     length, manifest_hash = int.from_bytes(data[8:16], "little"), bytes(data[16:48])
     signed = sign(Header(length, manifest_hash), world.attacker)
     if rng.random() < 0.3:  # the attacker's signature under the trusted key's name
@@ -204,16 +220,20 @@ def resigned(world: World, rng: random.Random) -> Case:
         what = "attacker's signature under the trusted key"
     else:
         what = "signed by the attacker's key"
-    return Case(2, signed.pack() + bytes(data[HEADER_SIZE:]), f"{what}; {base}")
+    data[:HEADER_SIZE] = signed.pack()
+    return Case(2, data, f"{what}; {base}")
 
 
 def _versioned(world: World, version: str) -> bytes:
+    if version in world.versions:
+        return world.versions[version]
     manifest = json.loads(world.parts2.body)
     manifest["model"]["version"] = version
     text = json.dumps(manifest, separators=(",", ":"), ensure_ascii=False).encode()
     body = text + b" " * (-len(text) % 8)
     header = sign(Header(len(body), manifest_digest(body)), world.publisher)
-    return world.parts2.pack(header, body, list(world.parts2.chunks))
+    world.versions[version] = world.parts2.pack(header, body, list(world.parts2.chunks))
+    return world.versions[version]
 
 
 def replayed(world: World, rng: random.Random) -> Case:
@@ -276,14 +296,13 @@ class Outcome:
     examples: dict[str, str] = field(default_factory=dict)
 
 
-def _pieces(data: bytes, rng: random.Random, largest: int = 1 << 20) -> list[bytes | memoryview]:
-    """`data` cut in pieces of log-uniform sizes from 1 byte to `largest`."""
-    view, out, at = memoryview(data), list[bytes | memoryview](), 0
+def _pieces(data: bytes | bytearray, rng: random.Random, largest: int = 1 << 20) -> Iterator[Any]:
+    """`data` cut in pieces of log-uniform sizes from 1 byte to `largest` (made as they are taken)."""
+    view, at = memoryview(data), 0
     while at < len(view):
         size = int(2 ** rng.uniform(0, largest.bit_length() - 1))
-        out.append(view[at:at + size])
+        yield view[at:at + size]  # a view: the decoders take any buffer
         at += size
-    return out
 
 
 def _refused(exc: BitladderError, outcome: Outcome, path: str) -> str:
@@ -325,7 +344,7 @@ def runtime_resume(case: Case, outcome: Outcome, holder: tuple[ProgressiveRuntim
     runtime, adapter = holder
     before = dict(adapter.held)
     try:
-        runtime.resume(iter(_pieces(case.data, random.Random(len(case.data)), 1 << 16)))
+        runtime.resume(_pieces(case.data, random.Random(len(case.data)), 1 << 16))
     except BitladderError as exc:
         changed = any(adapter.held[name] is not array for name, array in before.items())
         return REACHED if changed else _refused(exc, outcome, "runtime")
@@ -518,7 +537,10 @@ def report(outcomes: dict[int, Outcome], costs: dict[str, float], seconds: float
             examples.setdefault(name, text)
     lines += [f"- `{name}`: {text}" for name, text in sorted(examples.items())]
     fetch = costs["fetch"]
-    share = lambda value: f"{value / fetch * 100:.3g} %"  # noqa: E731
+
+    def share(seconds: float) -> str:
+        return f"{seconds / fetch * 100:.3g} %"
+
     lines += ["", "Cost of trust (median, one core, this machine):", "",
               "| measure | time | share of a 100 Mbit/s fetch of the package |", "|---|---|---|",
               f"| signature check (`check_signature`: Ed25519 verify over the header) | {costs['check'] * 1e3:.3f} ms "

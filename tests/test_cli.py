@@ -149,6 +149,28 @@ def test_inspect_json_and_tensors(model_file: Path, tmp_path: Path, capsys: pyte
     assert "encoder.weight" in shown and "128x96" in shown and "exact at" in shown
 
 
+def test_inspect_shows_weights_lineage_and_quality(model_file: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    old = bitladder.encode(model_file, tmp_path / "v1.blad", ladder="int4,int8,exact", model_id="m")
+    new = bitladder.open(tmp_path / "v1.blad").decode()
+    new["encoder.weight"] = new["encoder.weight"] * np.float32(1.5)
+    bitladder.api.diff(tmp_path / "v1.blad", new, tmp_path / "d.blad", version="2")
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "v1.blad"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["weights"] == old.weights and report["parent"] is None
+    assert [r["quality_db"] for r in report["rungs"]] == list(old.quality) and old.quality[0] < old.quality[1]
+    assert main(["inspect", str(tmp_path / "v1.blad")]) == 0
+    shown = capsys.readouterr().out
+    assert f"weights    {old.weights}" in shown and "full package (no parent)" in shown and "SQNR dB" in shown
+    assert f"{old.quality[1]:.1f}" in shown
+    assert main(["inspect", str(tmp_path / "d.blad"), "--json"]) == 0
+    parent = json.loads(capsys.readouterr().out)["parent"]
+    assert parent == {"id": "m", "version": "1", "weights": old.weights, "rung": "exact"}
+    assert main(["inspect", str(tmp_path / "d.blad")]) == 0
+    assert "delta from 'm' version '1'" in capsys.readouterr().out
+
+
 def test_errors_are_one_line_and_exit_2(model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["inspect", str(tmp_path / "missing.blad")]) == 2
     (tmp_path / "bad.blad").write_bytes(b"not a package at all, sorry, not even close")
@@ -512,3 +534,29 @@ def test_push_to_a_trusting_server_says_why_it_was_refused(model_file: Path, tmp
         assert listing(root) == {"s.blad"}
     finally:
         server.stop()
+
+
+def test_diff_and_patch(minilm_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A real MiniLM update (its last layer changed), coded against v1 and applied bit-exactly."""
+    from safetensors.numpy import load_file
+
+    v1 = load_file(str(minilm_path))
+    rng = np.random.default_rng(0)
+    v2 = {name: ("F32" if array.dtype == np.float32 else "I64",
+                 (array + rng.laplace(0, 1e-4, array.shape)).astype(np.float32)
+                 if name.startswith("encoder.layer.5.") else array) for name, array in v1.items()}
+    write_safetensors(tmp_path / "v2.safetensors", v2)
+    assert main(["encode", str(minilm_path), "-o", str(tmp_path / "v1.blad"), "--model-id", "minilm"]) == 0
+    assert main(["diff", str(tmp_path / "v1.blad"), str(tmp_path / "v2.safetensors"), "-o", str(tmp_path / "u.blad"),
+                 "--model-version", "2"]) == 0
+    said = capsys.readouterr().err
+    assert "minilm 1 -> 2" in said and "16 of 104 tensors changed" in said
+    assert main(["patch", str(tmp_path / "v1.blad"), str(tmp_path / "u.blad"), "-o", str(tmp_path / "p.safetensors")]) == 0
+    patched = load_file(str(tmp_path / "p.safetensors"))
+    assert all(np.array_equal(patched[name].view(np.uint8), array.view(np.uint8)) for name, (_, array) in v2.items())
+    # the update applied to the wrong weights: refused, nothing written
+    assert main(["patch", str(tmp_path / "v2.safetensors"), str(tmp_path / "u.blad"), "-o", str(tmp_path / "x.safetensors")]) == 2
+    assert "updates 'minilm' version '1'" in capsys.readouterr().err and not (tmp_path / "x.safetensors").exists()
+    assert main(["diff", str(minilm_path), str(tmp_path / "v2.safetensors"), "-o", str(tmp_path / "y.blad"),
+                 "--model-version", "2"]) == 2
+    assert "--parent-version" in capsys.readouterr().err

@@ -80,12 +80,20 @@ def _rung_rows(manifest: Manifest) -> list[dict[str, Any]]:
     source_bytes = max(sum(t.nbytes for t in manifest.tensors), 1)
     tensors_per_rung = Counter(rung for rung, _ in {(chunk.rung, chunk.tensor) for chunk in manifest.chunks})
     rows, cumulative = [], 0
+    quality = manifest.quality or (None,) * len(manifest.ladder.rungs)
     for index, (rung, size) in enumerate(zip(manifest.ladder.rungs, manifest.rung_bytes(), strict=False)):
         cumulative += size
         rows.append({"name": rung.name, "bytes": size, "percent_of_source": round(100 * size / source_bytes, 4),
                      "cumulative_percent": round(100 * cumulative / source_bytes, 4),
-                     "tensors": tensors_per_rung.get(index, 0)})
+                     "tensors": tensors_per_rung.get(index, 0), "quality_db": quality[index]})
     return rows
+
+
+def _lineage_line(manifest: Manifest) -> str:
+    parent = manifest.parent
+    if parent is None:
+        return "lineage    full package (no parent)"
+    return f"lineage    delta from {parent.describe()}, applies to its {parent.rung} rung"
 
 
 def _tensor_rows(manifest: Manifest) -> list[dict[str, Any]]:
@@ -104,14 +112,16 @@ def _tensor_rows(manifest: Manifest) -> list[dict[str, Any]]:
 
 
 def rung_table(package: Package) -> Table:
-    """Per rung: bytes, share of the source, cumulative share, tensors delivered in it."""
+    """Per rung: bytes, share of the source, cumulative share, tensors delivered in it, SQNR measured at encode
+    time ("exact" for a lossless rung, "-" where none was measured)."""
     manifest = package.manifest
     table = Table(title=escape(f"{manifest.model_id} v{manifest.model_version}"))
-    for column in ("rung", "bytes", "% of source", "cumulative %", "tensors"):
+    for column in ("rung", "bytes", "% of source", "cumulative %", "tensors", "SQNR dB"):
         table.add_column(column, justify="left" if column == "rung" else "right")
-    for row in _rung_rows(manifest):
+    for row, rung in zip(_rung_rows(manifest), manifest.ladder.rungs, strict=True):
+        sqnr = f"{row['quality_db']:.1f}" if row["quality_db"] is not None else "exact" if rung.kind == "exact" else "-"
         table.add_row(row["name"], f"{row['bytes']:,}", f"{row['percent_of_source']:.2f}",
-                      f"{row['cumulative_percent']:.2f}", str(row["tensors"]))
+                      f"{row['cumulative_percent']:.2f}", str(row["tensors"]), sqnr)
     return table
 
 
@@ -134,6 +144,10 @@ def inspect_json(package: Package, tensors: bool, trusted: bool | None = None) -
     report: dict[str, Any] = {
         "model_id": manifest.model_id, "model_version": manifest.model_version,
         "signed": package.header.signed, "key": signer(package.header), "trusted": trusted,
+        "weights": manifest.weights or None,
+        "parent": None if manifest.parent is None else {
+            "id": manifest.parent.model_id, "version": manifest.parent.version, "weights": manifest.parent.weights,
+            "rung": manifest.parent.rung},
         "source": {"format": manifest.source.get("format"), "digest": manifest.source.get("digest"),
                    "bytes": sum(t.nbytes for t in manifest.tensors),
                    "dtypes": dict(sorted(Counter(t.dtype for t in manifest.tensors).items()))},
@@ -165,6 +179,8 @@ def cmd_inspect(args: argparse.Namespace) -> None:
              f"source     {manifest.source.get('format', '?')}, {source_bytes:,} bytes, "
              f"dtypes {', '.join(f'{d} x{n}' for d, n in sorted(dtypes.items()))}",
              f"digest     {manifest.source.get('digest', '?')}",
+             f"weights    {manifest.weights or '?'}",
+             _lineage_line(manifest),
              f"package    {package.data_start + manifest.data_length:,} bytes "
              f"(header and manifest {package.data_start:,}), schedule {manifest.schedule}",
              _signature_line(package, trust is not None)]

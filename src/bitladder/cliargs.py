@@ -29,11 +29,11 @@ def check_ladder(text: str, option: str = "--ladder") -> str:
     return text
 
 
-def add_trust(parser: argparse.ArgumentParser, what: str, downgrade: bool = False) -> None:
+def add_trust(parser: argparse.ArgumentParser, what: str, downgrade: bool = False, note: str = "") -> None:
     """`--trust KEY.pub` (repeatable) and, for commands that write a model, `--allow-downgrade`."""
     parser.add_argument("--trust", action="append", metavar="KEY.pub",
                         help=f"{what} only packages signed by this key (repeat for several, e.g. during a key "
-                             "rotation); unsigned or otherwise signed ones are refused")
+                             f"rotation); unsigned or otherwise signed ones are refused{note}")
     if downgrade:
         parser.add_argument("--allow-downgrade", action="store_true",
                             help="write an older version over an output that records a newer one of the same model")

@@ -62,8 +62,7 @@ def test_approximation_keeps_the_bits_asked_for(minilm_layer0):
                                old.view(np.uint32)).view(np.float32)
         change, error = new - old, approximation - new
         errors.append(10 * np.log10((change ** 2).sum() / (error ** 2).sum()))
-    # Elements whose change crosses a binade may go unapproximated (so that a rollback is unambiguous): ~1 %.
-    assert errors[0] > 15 and errors[1] >= errors[0]
+    assert errors[0] > 25 and errors[1] > errors[0] + 18  # about 6 dB per bit
 
 
 def test_corrupt_payloads_are_typed_errors():

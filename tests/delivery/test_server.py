@@ -502,7 +502,9 @@ def test_a_trusting_server_takes_only_trusted_signed_uploads_and_no_replays(pack
 
 def test_a_server_without_trust_takes_unsigned_and_older_uploads(server: ServerThread, tmp_path: Path) -> None:
     key = generate_keys(tmp_path / "k")[0]
-    put = lambda data: httpx.put(server.url + "/models/m.blad", content=data, headers=AUTH)  # noqa: E731
+    def put(data: bytes) -> httpx.Response:
+        return httpx.put(server.url + "/models/m.blad", content=data, headers=AUTH)
+
     assert put(_signed(tmp_path / "v2.blad", key, "2")).status_code == 201
     assert put(_signed(tmp_path / "v1.blad", key, "1", seed=1)).status_code == 200
     assert put(make_package(tmp_path / "u.blad").read_bytes()).status_code == 200

@@ -19,7 +19,6 @@ from bitladder.errors import (
     FileAccessError,
     FormatError,
     KeyFileError,
-    ManifestError,
     TrustError,
     UnsignedPackageError,
     UntrustedKeyError,

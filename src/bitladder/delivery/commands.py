@@ -203,7 +203,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                                             "without one, uploads are refused")
     serve.add_argument("--protect-reads", action="store_true", help="require the token for GET/HEAD too")
     serve.add_argument("--rate", help="pace each response, e.g. 100mbit (demos on one machine)")
-    add_trust(serve, "accept uploads of")
+    add_trust(serve, "accept uploads of", note=", and so is an older version of a model id the folder holds")
     serve.set_defaults(run=cmd_serve)
 
     push = subparsers.add_parser("push", help="publish a package to a server (HTTP PUT)")

@@ -8,6 +8,7 @@
         ├── ConnectionLostError       retries with backoff ran out
         ├── IntegrityError            a chunk failed verification again after one re-fetch
         ├── ServerResponseError       an answer the client cannot use (bad status, bad Content-Range)
+        ├── BudgetError               no rung of the package fits the device's budget (choice.py)
         └── ConfigError               a bad rate, RTT, trace file or profile name (also a UsageError)
 
 Each message names the URL (or file) and the byte offset involved.
@@ -44,6 +45,10 @@ class IntegrityError(DeliveryError):
 
 class ServerResponseError(DeliveryError):
     """The server answered with something the client cannot use."""
+
+
+class BudgetError(DeliveryError):
+    """No rung of the package fits the budget (bytes, memory, dtypes, deadline); the message says what each needs."""
 
 
 class ConfigError(DeliveryError, UsageError):

@@ -1,6 +1,7 @@
 """The package server: a Starlette app (run it on uvicorn) over a folder of `.blad` files, per RFC 9110.
 
-    GET  /models                  JSON catalog: id, version, rungs, sizes, ETag, source digest, signer (catalog.py)
+    GET  /models                  JSON catalog: id, version, lineage, rungs (bytes, SQNR), sizes, ETag, source digest,
+                                  signer; and each model id's versions, full and delta (catalog.py)
     GET  /models/{name}.blad      the package; Range (206, multipart/byteranges, 416), If-Range, If-Match,
                                   If-None-Match (412, 304), strong ETag
     HEAD /models/{name}.blad      headers only (Range does not apply to HEAD)
@@ -144,7 +145,7 @@ async def _catalog(request: Request) -> Response:
     if not _authorized(request, config, write=False):
         return _deny(request, 401, "bad or missing token")
     catalog: Catalog = request.app.state.catalog
-    return JSONResponse({"models": await anyio.to_thread.run_sync(catalog.entries)})
+    return JSONResponse(await anyio.to_thread.run_sync(catalog.listing))
 
 
 async def _package(request: Request) -> Response:
