@@ -161,6 +161,7 @@ def _cached_pair(run: Run, cache_dir: Path) -> Pair:
         scratch = Path(tempfile.mkdtemp(prefix=f".{run.name}-", dir=cache_dir))
         try:
             _build(run, cache_dir, scratch)
+            scratch.chmod(0o755)
             scratch.rename(folder)  # whole or absent: an interrupted run leaves no half-written entry
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -5,7 +5,8 @@
 
 Seeds are real small packages: a few MiniLM tensors (sliced rows; its int64 position ids) and tiny arrays
 holding NaN, infinities, subnormals and signed zeros, in F32, F16 and BF16, under the ladders int8,exact,
-int4,int8,exact, bf16,exact, int4,int8,bf16,exact and int8,fp16,exact, with small blocks. Input i is class i % classes
+int4,int8,exact, bf16,exact, int4,int8,bf16,exact and int8,fp16,exact, with small blocks, and delta packages between
+two versions of each (decoded from their parent's weights). Input i is class i % classes
 (benchmarks/_mutators.py) applied to seed (i // classes) % seeds with a generator seeded from (--seed, i), so
 an index is its own repro. Each input goes through `bitladder.open(bytes).decode()` and through a
 `StreamDecoder` fed pieces of random sizes, then `close()`.
@@ -102,16 +103,44 @@ SEEDS = (  # (name, tensors, ladder, block_size, group_size)
 )
 
 
-def build_seeds(folder: Path) -> list[Seed]:
-    """Encode the seed packages (real weights, tiny special arrays) and read them back as bytes."""
-    sources: dict[str, Any] = {"minilm": _minilm(), "specials": _specials()}
-    seeds = []
+def _changed(model: SourceModel, seed: int) -> SourceModel:
+    """A new version of `model`: every other float tensor moved by small changes (some to the specials), the rest
+    bit-identical."""
+    rng = np.random.default_rng(seed)
+    tensors = dict(model.tensors)
+    for name in sorted(tensors)[::2]:
+        tensor = tensors[name]
+        if tensor.dtype == "F32":
+            values = tensor.data.view(np.float32) + rng.laplace(0, 1e-3, tensor.data.size).astype(np.float32)
+            values[::29] = np.array([np.nan, -0.0, np.inf, 1e-45], np.float32)[np.arange(values[::29].size) % 4]
+            tensors[name] = SourceTensor(name, "F32", tensor.shape, values.view(np.uint32))
+        elif tensor.dtype in ("F16", "BF16"):
+            tensors[name] = SourceTensor(name, tensor.dtype, tensor.shape, tensor.data ^ rng.integers(0, 4, tensor.data.size,
+                                                                                                       np.uint16))
+    return SourceModel(tensors)
+
+
+DELTA_SEEDS = (("minilm delta8,exact", "minilm", 8), ("specials delta3,exact", "specials", 3),
+               ("specials exact delta", "specials", None))
+
+
+def build_seeds(folder: Path) -> tuple[list[Seed], dict[str, SourceModel]]:
+    """Encode the seed packages (real weights, tiny special arrays) and read them back as bytes; also delta packages
+    between two versions of each, with the parent weights each delta decodes from."""
+    sources: dict[str, Any] = {"minilm": from_arrays(_minilm()), "specials": _specials()}
+    seeds, parents = [], {}
     for index, (name, source, ladder_text, block_size, group_size) in enumerate(SEEDS):
         ladder = bitladder.Ladder.parse(ladder_text, group_size=group_size, min_size=16, block_size=block_size)
         path = folder / f"seed{index}.blad"
         bitladder.encode(sources[source], path, ladder=ladder, model_id=name)
         seeds.append(Seed.of(name, path.read_bytes()))
-    return seeds
+    for index, (name, source, bits) in enumerate(DELTA_SEEDS):
+        path = folder / f"delta{index}.blad"
+        bitladder.api.diff(sources[source], _changed(sources[source], index), path, version="2", parent_version="1",
+                           model_id=name, approximate_bits=bits)
+        seeds.append(Seed.of(name, path.read_bytes()))
+        parents[name] = sources[source]
+    return seeds, parents
 
 
 @dataclass
@@ -139,9 +168,10 @@ def _verdict(exc: BaseException | None) -> str:
     return "typed" if isinstance(exc, bitladder.BitladderError) else "untyped"
 
 
-def _random_access(data: bytes) -> tuple[dict[str, np.ndarray] | None, BaseException | None]:
+def _random_access(data: bytes, parent: SourceModel | None = None) -> tuple[dict[str, np.ndarray] | None,
+                                                                           BaseException | None]:
     try:
-        return bitladder.open(data).decode(), None  # type: ignore[union-attr]
+        return bitladder.open(data).decode(parent=parent), None  # type: ignore[union-attr]
     except Exception as exc:  # noqa: BLE001 - classifying every escape is the point
         return None, exc
 
@@ -158,8 +188,9 @@ def _feed(decoder: bitladder.StreamDecoder, data: memoryview, rng: random.Random
     return None
 
 
-def _stream(data: bytes, rng: random.Random) -> tuple[dict[str, np.ndarray] | None, BaseException | None]:
-    decoder = bitladder.StreamDecoder()
+def _stream(data: bytes, rng: random.Random, parent: SourceModel | None = None) -> tuple[dict[str, np.ndarray] | None,
+                                                                                        BaseException | None]:
+    decoder = bitladder.StreamDecoder(parent=parent)
     try:
         error = _feed(decoder, memoryview(data), rng)
         if error is not None:
@@ -170,10 +201,11 @@ def _stream(data: bytes, rng: random.Random) -> tuple[dict[str, np.ndarray] | No
         return None, exc
 
 
-def resume_fault(data: bytes, clean: bytes, expected: dict[str, np.ndarray], rng: random.Random) -> str:
+def resume_fault(data: bytes, clean: bytes, expected: dict[str, np.ndarray], rng: random.Random,
+                 parent: SourceModel | None = None) -> str:
     """A stream that stopped on `data` (whose header and manifest are the clean package's) is rewound and fed the
     clean bytes from the offset `rewind()` gives: it must end with the clean tensors. Returns what went wrong."""
-    decoder = bitladder.StreamDecoder()
+    decoder = bitladder.StreamDecoder(parent=parent)
     try:
         if _feed(decoder, memoryview(data), rng) is None:
             try:
@@ -207,7 +239,8 @@ def _summary(error: BaseException | None, path: str) -> tuple[str, str, str]:
     return verdict, f"{path}: {where}: {str(error)[:160]}", ""
 
 
-def run_one(data: bytes, rng: random.Random) -> tuple[str, str, bool, float, int, tuple[str, ...]]:
+def run_one(data: bytes, rng: random.Random,
+            parent: SourceModel | None = None) -> tuple[str, str, bool, float, int, tuple[str, ...]]:
     """Decode `data` both ways: (verdict, detail, disagree, seconds, tracemalloc peak in bytes, typed error sites).
 
     Each path's error is summarized and dropped before the next path runs: its traceback holds the frames, and so
@@ -215,10 +248,10 @@ def run_one(data: bytes, rng: random.Random) -> tuple[str, str, bool, float, int
     tracemalloc.reset_peak()
     before = tracemalloc.get_traced_memory()[0]
     start = time.perf_counter()
-    tensors_a, error = _random_access(data)
+    tensors_a, error = _random_access(data, parent)
     outcome_a = _summary(error, "open().decode()")
     error = None
-    tensors_b, error = _stream(data, rng)
+    tensors_b, error = _stream(data, rng, parent)
     outcome_b = _summary(error, "StreamDecoder")
     del error
     seconds = time.perf_counter() - start
@@ -256,13 +289,13 @@ def _wide(folder: Path) -> bytes:
     return (folder / "wide.blad").read_bytes()
 
 
-def measure_budget(seeds: list[Seed], wide: bytes) -> Budget:
+def measure_budget(seeds: list[Seed], wide: bytes, parents: dict[str, SourceModel]) -> Budget:
     """Decode each clean seed, and a valid many-tensor package, under tracemalloc."""
     tracing = tracemalloc.is_tracing()
     tracemalloc.start()
     peaks = {}
     for name, data in [(seed.name, seed.package) for seed in seeds] + [("wide", wide)]:
-        verdict, detail, _, _, peak, _ = run_one(data, random.Random(0))
+        verdict, detail, _, _, peak, _ = run_one(data, random.Random(0), parents.get(name))
         if verdict != "ok":
             raise RuntimeError(f"seed {name} does not decode: {verdict} {detail}")
         peaks[name] = peak
@@ -279,6 +312,7 @@ class Campaign:
     seeds: list[Seed]
     budget: Budget
     expected: dict[str, dict[str, np.ndarray]]  # each seed's tensors, decoded clean
+    parents: dict[str, SourceModel]             # the weights each delta seed decodes from
     base: int = 0
     timeout: float = 2.0
     classes: tuple[str, ...] = tuple(MUTATIONS)
@@ -293,22 +327,23 @@ class Campaign:
 
     def evaluate(self, index: int) -> Result:
         cls, seed, data, what, rng = self.mutated(index)
-        verdict, detail, disagree, seconds, peak, sites = run_one(data, rng)
+        parent = self.parents.get(seed.name)
+        verdict, detail, disagree, seconds, peak, sites = run_one(data, rng, parent)
         ratio = peak / self.budget.legitimate(seed, data)
         if verdict != "untyped" and ratio > MEMORY_FACTOR:
             verdict, detail = "memory", detail or f"tracemalloc peak {peak} bytes, {ratio:.1f}x the legitimate allocation"
         if seconds > self.timeout:  # tracemalloc slows allocation-heavy inputs several times: time it again without
             tracemalloc.stop()
             start = time.perf_counter()
-            _random_access(data)
-            _stream(data, random.Random(index))
+            _random_access(data, parent)
+            _stream(data, random.Random(index), parent)
             seconds = time.perf_counter() - start
             tracemalloc.start()
         if verdict != "untyped" and seconds > self.timeout:
             verdict, detail = "hang", f"{seconds:.1f} s"
         resume = ""
         if verdict == "typed" and data[:seed.data_start] == seed.package[:seed.data_start]:
-            resume = resume_fault(data, seed.package, self.expected[seed.name], rng)
+            resume = resume_fault(data, seed.package, self.expected[seed.name], rng, parent)
         return Result(index, cls, seed.name, verdict, seconds, ratio, disagree, detail, what, sites, resume)
 
 
@@ -317,7 +352,7 @@ def _worker(conn: Connection, campaign: Campaign) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (mapped + ADDRESS_HEADROOM, resource.RLIM_INFINITY))
     tracemalloc.start()
     for seed in campaign.seeds:
-        run_one(seed.package, random.Random(0))
+        run_one(seed.package, random.Random(0), campaign.parents.get(seed.name))
     clean = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     while (index := conn.recv()) is not None:
         try:
@@ -400,10 +435,11 @@ def campaign(base: int = 0, timeout: float = 2.0, classes: tuple[str, ...] = tup
     import tempfile
 
     with tempfile.TemporaryDirectory() as scratch:
-        seeds = build_seeds(folder or Path(scratch))
-        budget = measure_budget(seeds, _wide(folder or Path(scratch)))
-    expected = {seed.name: bitladder.open(seed.package).decode() for seed in seeds}  # type: ignore[union-attr]
-    return Campaign(seeds, budget, expected, base, timeout, classes)
+        seeds, parents = build_seeds(folder or Path(scratch))
+        budget = measure_budget(seeds, _wide(folder or Path(scratch)), parents)
+    expected = {seed.name: bitladder.open(seed.package).decode(parent=parents.get(seed.name))  # type: ignore[union-attr]
+                for seed in seeds}
+    return Campaign(seeds, budget, expected, parents, base, timeout, classes)
 
 
 def fuzz(count: int, workers: int, base: int = 0, timeout: float = 2.0, kill: float = 30.0,
@@ -442,7 +478,7 @@ def report(summary: Summary, count: int, base: int, workers: int, timeout: float
         f"over {timeout:g} s; memory is a MemoryError, or a tracemalloc peak over 2x the largest legitimate allocation: "
         f"the peak of decoding the clean seed (KB: {sizes}) or, if larger, that of a valid manifest as long as the input's "
         f"({summary.budget.per_manifest_byte:.1f} bytes per manifest byte). Disagree: random access and stream differ in "
-        "verdict or tensors. Seeds: " + "; ".join(name for name, *_ in SEEDS) + ".", "",
+        "verdict or tensors. Seeds: " + "; ".join(name for name, *_ in SEEDS + DELTA_SEEDS) + ".", "",
         summary.table(), "",
         f"Targets: 0 untyped (got {summary.count('untyped')}), 0 hangs (got {summary.count('hang')}), "
         f"peak <= 2x the largest legitimate allocation (inputs over: {summary.count('memory')}); "
@@ -457,12 +493,15 @@ def report(summary: Summary, count: int, base: int, workers: int, timeout: float
 
 
 def repro(index: int, base: int, classes: tuple[str, ...], write: Path | None) -> None:
-    cls, seed, data, what, rng = campaign(base, classes=classes).mutated(index)
+    plan = campaign(base, classes=classes)
+    cls, seed, data, what, rng = plan.mutated(index)
+    parent = plan.parents.get(seed.name)
     print(f"input {index}: class {cls!r}, seed {seed.name!r}, {len(data)} bytes: {what}")
     if write is not None:
         write.write_bytes(data)
         print(f"written to {write}")
-    for name, call in (("open().decode()", lambda: _random_access(data)), ("StreamDecoder", lambda: _stream(data, rng))):
+    for name, call in (("open().decode()", lambda: _random_access(data, parent)),
+                       ("StreamDecoder", lambda: _stream(data, rng, parent))):
         start = time.perf_counter()
         _, error = call()
         print(f"{name}: {_verdict(error)} in {time.perf_counter() - start:.3f} s")

@@ -20,8 +20,8 @@ Attack classes (case i is of class SCHEDULE[i % 10], with a generator seeded fro
 - control: a newer or equal version validly signed (must be accepted everywhere: no false refusals).
 
 Each case goes through `Package.open(data, trust=).decode()` and a `StreamDecoder(trust=)` fed random piece
-sizes; replays through the runtime and `write_model` over the v2 output; one case in `--cli-every` through
-`bitladder decode --trust` (in process, `cli.main`) onto an output that must not appear or change. "Reached" counts
+sizes; replays through the runtime and `write_model` over the v2 output; every `--cli-every`-th run of 10 cases
+through `bitladder decode --trust` (in process, `cli.main`) onto an output that must not appear or change. "Reached" counts
 tampered data handed out: a tensor from random access, a stream update from the tampered chunk on (or any update
 when the header or manifest was tampered), a runtime swap, an output file created or changed.
 """
@@ -560,7 +560,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", type=int, default=1020)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cli-every", type=int, default=20, help="send one case in N through bitladder decode")
+    parser.add_argument("--cli-every", type=int, default=20,
+                        help="send one run of 10 cases (one of each kind) in N through bitladder decode")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     started = time.perf_counter()

@@ -40,7 +40,9 @@ from bitladder.sources import SourceModel, from_arrays, load_source  # noqa: E40
 RESULTS = Path(__file__).parent / "results" / "updates.md"
 LADDER = "int8,exact"
 ZIPNN_DTYPE_OF = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
-ZSTD_LEVEL = 19
+# zstd --patch-from at 12: on minilm-last2 levels 9-13 sent the fewest bytes (13,162,103 at 12 in 1.6 s); 19 sent
+# 13,235,680 in 43 s, and on minilm-full 82,692,571 in 110 s against 12's 82,624,670 (--zstd-level 19 reruns it).
+ZSTD_LEVEL = 12
 # NNCodec's step is 2 ** (qp / 4): -38 (its default, 2^-9.5 = 1.4e-3) is coarser than most of these updates' changes
 # (AdamW at lr 2e-5 to 3e-4 for a few hundred steps), so the difference would mostly round to zero; -56 (2^-14 = 6e-5)
 # keeps them. Non-weight (1-D) tensors use nonweight_qp -75 either way.

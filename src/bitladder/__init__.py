@@ -8,6 +8,8 @@
 
 from .api import encode, open
 from .codecs.ladder import ExactRung, HalfRung, IntRung, Ladder, Rung
+from .delivery.choice import Budget, Choice
+from .delivery.errors import BudgetError
 from .errors import (
     BadMagicError,
     BadSignatureError,
@@ -41,6 +43,9 @@ __all__ = [
     "BadMagicError",
     "BadSignatureError",
     "BitladderError",
+    "Budget",
+    "BudgetError",
+    "Choice",
     "ChunkIntegrityError",
     "DecoderStateError",
     "DowngradeError",

@@ -14,6 +14,7 @@ from .codecs.blocks import encode_tensor
 from .codecs.entropy import DEFAULT_LEVEL
 from .codecs.ladder import DEFAULT_LADDER, DEFAULT_MIN_SIZE, Ladder
 from .codecs.quality import QualityMeter
+from .delivery.choice import Budget
 from .delivery.client import Download
 from .errors import LineageError, UsageError
 from .format.lineage import model_weights
@@ -107,11 +108,13 @@ def _ladder(ladder: str | Ladder, group_size: int | None, min_size: int | None) 
 
 
 def open(source: str | os.PathLike[str] | bytes | bytearray | memoryview,  # noqa: A001
-         max_bytes: int | None = None, *, trust: Trust | None = None) -> Package | Download:
+         max_bytes: int | None = None, *, trust: Trust | None = None, budget: Budget | None = None) -> Package | Download:
     """Open a package from a path or bytes (random access), or from an http(s) URL (a resuming stream).
 
     `max_bytes` refuses a package whose tensors would take more memory than that (a `ManifestError`); `trust`
     (`bitladder.load_trust("publisher.pub")`) one not signed by a trusted key (a `TrustError`), before any tensor.
+    `budget` (URLs only) downloads only up to the highest rung that fits it; `download.choice` says which and why
+    (`bitladder.delivery.choice`; for a file, `choose(package.manifest, budget)` gives the same answer).
 
     >>> package = bitladder.open("model.blad")                       # doctest: +SKIP
     >>> tensors = package.decode(rung=0)                              # doctest: +SKIP
@@ -120,7 +123,10 @@ def open(source: str | os.PathLike[str] | bytes | bytearray | memoryview,  # noq
     ...     print(update.name, download.decoder.rung)
     """
     if isinstance(source, str) and source.startswith(("http://", "https://")):
-        return Download(source, sink=StreamDecoder(max_bytes=max_bytes, trust=trust))
+        return Download(source, sink=StreamDecoder(max_bytes=max_bytes, trust=trust), budget=budget)
+    if budget is not None:
+        raise UsageError("budget= chooses what to download, so it goes with an http(s) URL; for a file, "
+                         "bitladder.delivery.choice.choose(package.manifest, budget) says which rung to decode")
     return Package.open(source, max_bytes, trust=trust)
 
 
@@ -183,16 +189,20 @@ def diff(
     source_info = {"format": new_model.format, "digest": new_model.digest(), "metadata": new_model.metadata}
     writer = PackageWriter(output, model_id, version, source_info, ladder, parent=parent, signing_key=signing_key)
     total, done = new_model.nbytes, 0
+    meter = QualityMeter(ladder)
     try:
         for tensor in new_model.tensors.values():
             held = old_model.tensors.get(tensor.name)
-            same = held is not None and held.spec == tensor.spec
-            index, plan = writer.add_tensor(dataclasses.replace(tensor.spec, delta=same), tensor.data)
-            for step, block, payload in encode_tensor(plan, tensor.data, level, held.data if same and held else None):
+            parent_data = held.data if held is not None and held.spec == tensor.spec else None
+            index, plan = writer.add_tensor(dataclasses.replace(tensor.spec, delta=parent_data is not None), tensor.data)
+            probe = meter.tensor(plan, tensor.data, parent_data)
+            for step, block, payload in encode_tensor(plan, tensor.data, level, parent_data):
                 writer.add_chunk(index, step, block, payload)
+                probe.add(step, block, payload)
             done += tensor.spec.nbytes
             if progress is not None:
                 progress(done, total, tensor.name)
+        writer.quality = meter.quality()
         return writer.finish()
     except BaseException:
         writer.abort()

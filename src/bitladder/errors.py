@@ -22,7 +22,7 @@
     ├── FileAccessError (also OSError)  a package file that cannot be opened (errno and filename set)
     │   └── MissingFileError (also FileNotFoundError)   no file at that path
     ├── delivery.errors.DeliveryError   HTTP: AuthError, NotFoundError, PackageChangedError, ConnectionLostError,
-    │                                   IntegrityError, ServerResponseError, ConfigError (a UsageError too)
+    │                                   IntegrityError, ServerResponseError, BudgetError, ConfigError (a UsageError)
     └── runtime.errors.RuntimeUpdateError   device runtime: PackageMismatchError, ModelMismatchError,
                                             SourceUnavailableError
 

@@ -156,19 +156,22 @@ class TensorState:
                                     f"not ready for step {step_index}")
         step = self.plan.steps[step_index]
         block = self.plan.block(block_index)
-        held = self.data[block.begin:block.begin + block.count]
         if step.codec is Codec.PLANES:
             decoded = _decode_planes(payload, self.plan.spec.storage, block.count)
-        elif step.codec is Codec.XOR_PLANES:
+        elif step.codec is Codec.XOR_PLANES:  # a delta tensor's values exist: they are its parent's
+            held = self._held(block)
             decoded = held.copy() if not payload else _decode_planes(payload, self.plan.spec.storage, block.count) ^ held
         elif step.codec is Codec.DELTA:
             decoded = _scratch(block.count, self.plan.spec.storage)
-            native.delta_decode(block, payload, held, decoded)
+            native.delta_decode(block, payload, self._held(block), decoded)
         else:
             decoded = self._decode(step, block, payload)
-        # Only now, the chunk decoded whole, is the tensor touched.
-        held[:] = decoded
+        # Only now, the chunk decoded whole, is the tensor touched (and, at a full tensor's first block, allocated).
+        self._held(block)[:] = decoded
         self.block_steps[block_index] = step_index
+
+    def _held(self, block: native.Block) -> NDArray[Any]:
+        return self.data[block.begin:block.begin + block.count]
 
     def undo(self, step_index: int, block_index: int, payload: memoryview) -> None:
         """Take the last delta chunk of a block back out: its values return to what the chunk was applied to."""
@@ -177,7 +180,7 @@ class TensorState:
             raise DecoderStateError(f"block {block_index} is at step {self.block_steps[block_index]}; only its last "
                                     f"delta step can be undone, not step {step_index} ({step.codec.value})")
         block = self.plan.block(block_index)
-        held = self.data[block.begin:block.begin + block.count]
+        held = self._held(block)
         if step.codec is Codec.XOR_PLANES:
             if payload:
                 held ^= _decode_planes(payload, self.plan.spec.storage, block.count)
@@ -202,8 +205,7 @@ class TensorState:
         elif kind == "half":
             native.decode(kind, block, payload, None, None, out, a, c)
         else:  # a refinement: the block's values (and the scales) exist, its earlier step decoded
-            held = self.data[block.begin:block.begin + block.count]
-            native.decode(kind, block, payload, self.scales, held, out, a, c)
+            native.decode(kind, block, payload, self.scales, self._held(block), out, a, c)
         return out
 
     def bits(self) -> NDArray[Any]:

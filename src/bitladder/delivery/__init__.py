@@ -4,9 +4,11 @@
 >>> decoder = fetch("http://127.0.0.1:8000/models/minilm.blad", rung="int8")   # doctest: +SKIP
 """
 
+from .choice import Budget, Choice, choose
 from .client import Download, Retry, RungEvent, Stats, fetch
 from .errors import (
                      AuthError,
+                     BudgetError,
                      ConfigError,
                      ConnectionLostError,
                      DeliveryError,
@@ -29,8 +31,8 @@ from .link import (
 from .verify import PackageVerifier
 
 __all__ = [
-    "PROFILES", "AuthError", "Clock", "ConfigError", "ConnectionLostError", "DeliveryError", "Download",
-    "IntegrityError", "Link", "NotFoundError", "PackageChangedError", "PackageVerifier", "RealClock", "Retry",
-    "RungEvent", "ServerResponseError", "ShapedTransport", "Stats", "VirtualClock", "fetch", "load_trace",
-    "parse_duration", "parse_rate",
+    "PROFILES", "AuthError", "Budget", "BudgetError", "Choice", "Clock", "ConfigError", "ConnectionLostError",
+    "DeliveryError", "Download", "IntegrityError", "Link", "NotFoundError", "PackageChangedError", "PackageVerifier",
+    "RealClock", "Retry", "RungEvent", "ServerResponseError", "ShapedTransport", "Stats", "VirtualClock", "choose",
+    "fetch", "load_trace", "parse_duration", "parse_rate",
 ]

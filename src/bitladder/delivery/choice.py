@@ -9,10 +9,12 @@ Costs per rung `r`:
   download that stops there fetches; with a rate, seconds = 8 · bytes / rate, and with a deadline,
   bytes ≤ rate · deadline / 8.
 - memory: the tensors in their source dtypes (`manifest.tensor_bytes`), what the decoder holds at every rung.
-- dtypes: the float dtype each float tensor's values need at rung `r`: its source dtype once exact and at an int
-  rung (int values are rounded to the source dtype), the 16-bit format at a bf16/fp16 rung of an F32 tensor (its
-  values are then exact in that format, so the device can hold it cast without loss). Integer tensors (ids,
-  masks) are not float and do not count.
+- dtypes: the float dtypes the laddered tensors' values need at rung `r`, each tensor's source dtype once exact
+  and at an int rung (int values are rounded to the source dtype), the 16-bit format at a bf16/fp16 rung of an
+  F32 tensor (its values are then exact in that format: a device computing in it holds them without loss, and
+  fetching further would be wasted on it). Tensors sent exact in the first rung (biases, norms: under the
+  ladder's `min_size`) are the same at every rung, so they do not decide the rung; `reason` says when the device
+  has to cast them. Integer tensors (ids, masks) are not float and do not count.
 
 >>> choice = choose(manifest, Budget(max_bytes=30_000_000, link_rate_bps=20e6))     # doctest: +SKIP
 >>> choice.name, choice.bytes, round(choice.seconds, 1), choice.quality_db           # doctest: +SKIP
@@ -151,11 +153,11 @@ def rung_costs(manifest: Manifest, data_start: int | None = None) -> list[RungCo
 
 
 def _held_dtypes(manifest: Manifest, rung: int) -> frozenset[str]:
-    """The float dtypes the tensors' values need at `rung` (see the module doc)."""
+    """The float dtypes the laddered tensors' values need at `rung` (all float tensors' if none is laddered)."""
     needed = set()
-    for spec, plan in zip(manifest.tensors, manifest.plans, strict=True):
-        if spec.dtype not in FLOAT_DTYPES:
-            continue
+    floats = [(spec, plan) for spec, plan in zip(manifest.tensors, manifest.plans, strict=True)
+              if spec.dtype in FLOAT_DTYPES]
+    for spec, plan in [(spec, plan) for spec, plan in floats if plan.laddered] or floats:
         held = [step for step in plan.steps if step.rung <= rung]
         half = manifest.ladder.rungs[held[-1].rung] if held else None
         if held and held[-1].codec in (Codec.HALF, Codec.INT_HALF) and isinstance(half, HalfRung):
@@ -195,15 +197,20 @@ def choose(manifest: Manifest, budget: Budget, data_start: int | None = None) ->
     misses = [_misses(cost, budget) for cost in costs]
     fitting = [cost for cost, missed in zip(costs, misses, strict=True) if not missed]
     if not fitting:
-        raise BudgetError(f"no rung of {manifest.model_id!r} version {manifest.model_version!r} fits the budget: "
+        halves = sorted({"F16": "fp16", "BF16": "bf16"}[d] for d in budget.dtypes or () if d in ("F16", "BF16"))
+        only_dtypes = all(len(missed) == 1 and "support" in missed[0] for missed in misses)
+        hint = (f" (a package with a {' or '.join(halves)} rung would fit, e.g. --ladder int8,{halves[0]},exact)"
+                if only_dtypes and halves else "")
+        raise BudgetError(f"no rung of {manifest.model_id!r} version {manifest.model_version!r} fits the budget{hint}: "
                           + "; ".join(f"rung {cost.name}: {', '.join(missed)}"
                                       for cost, missed in zip(costs, misses, strict=True)))
     chosen = fitting[-1]
     return Choice(chosen.rung, chosen.name, chosen.bytes, chosen.seconds(budget.link_rate_bps), chosen.memory,
-                  chosen.dtypes, chosen.quality_db, tuple(_reasons(costs, misses, chosen, budget)))
+                  chosen.dtypes, chosen.quality_db, tuple(_reasons(manifest, costs, misses, chosen, budget)))
 
 
-def _reasons(costs: list[RungCost], misses: list[list[str]], chosen: RungCost, budget: Budget) -> list[str]:
+def _reasons(manifest: Manifest, costs: list[RungCost], misses: list[list[str]], chosen: RungCost,
+             budget: Budget) -> list[str]:
     top = len(costs) - 1
     lines = [f"rung {chosen.name} ({chosen.rung + 1} of {top + 1}) is the highest that fits: {chosen.bytes:,} bytes"
              + (f", {seconds:.1f} s at {budget.link_rate_bps / 1e6:g} Mbit/s"
@@ -222,6 +229,12 @@ def _reasons(costs: list[RungCost], misses: list[list[str]], chosen: RungCost, b
     if skipped:
         lines.append(f"lower rungs {', '.join(skipped)} do not fit either (the device cannot hold their values); "
                      "they arrive on the way as part of the package's prefix")
+    exact = [spec for spec, plan in zip(manifest.tensors, manifest.plans, strict=True)
+             if spec.dtype in FLOAT_DTYPES and not plan.laddered and any(p.laddered for p in manifest.plans)]
+    cast = sorted({spec.dtype for spec in exact} - budget.dtypes) if budget.dtypes is not None else []
+    if cast:
+        lines.append(f"{sum(s.dtype in cast for s in exact)} small tensors sent exact ({', '.join(cast)}: biases, "
+                     f"norms) are cast by the device to {', '.join(sorted(budget.dtypes or ()))} at any rung")
     limit = budget.byte_limit
     if limit is not None:
         lines.append(f"uses {100 * chosen.bytes / limit:.0f} % of the byte budget ({limit:,.0f} bytes)")

@@ -29,6 +29,7 @@ from ..format.framer import Fed
 from ..format.reader import StreamDecoder
 from ..format.signing import Trust
 from ..format.spec import HEADER_SIZE, Manifest
+from .choice import Budget, Choice, choose
 from .errors import (
     AuthError,
     ConfigError,
@@ -121,13 +122,18 @@ class Download:
 
     `trust` (for the default sink; a sink of your own takes its own) refuses a package not signed by a trusted
     key with a `TrustError` as soon as its header arrives, before any tensor: never retried.
+
+    `budget` (instead of `rung`) picks the rung once the manifest arrives: the highest that fits it
+    (`delivery.choice.choose`; `BudgetError` if none does). `choice` then says which and why.
     """
 
     def __init__(self, url: str, *, rung: str | int | None = None, sink: Sink | None = None,
                  transport: httpx.BaseTransport | None = None, clock: Clock | None = None,
                  retry: Retry = Retry(), token: str | None = None, timeout: float = 10.0,
-                 trust: Trust | None = None) -> None:
+                 trust: Trust | None = None, budget: Budget | None = None) -> None:
         _check_url(url)
+        if rung is not None and budget is not None:
+            raise ConfigError(f"give a rung ({rung!r}) or a budget to choose one, not both")
         if sink is not None and trust is not None:
             raise ConfigError("trust goes to the sink you pass (StreamDecoder(trust=...)), or to Download without one")
         self.url = url
@@ -139,6 +145,9 @@ class Download:
         self.etag: str | None = None
         self.total: int | None = None
         self._want_rung = rung
+        self._budget = budget
+        self.choice: Choice | None = None
+        """The rung the budget chose, and why (None without a budget, or before the manifest arrives)."""
         self._rung: int | None = None
         self._failed_at: int | None = None
         self._target: int | None = None
@@ -216,7 +225,7 @@ class Download:
         target = self.target()
         if target is not None:
             return target
-        if self._want_rung is None:
+        if self._want_rung is None and self._budget is None:
             return None
         return PROBE if self.sink.data_start is None else self.sink.data_start
 
@@ -331,6 +340,9 @@ class Download:
                 self._rung = manifest.ladder.index(manifest.ladder.names[self._want_rung])
         except (ValueError, IndexError) as exc:
             raise ConfigError(f"{self.url}: rung {self._want_rung!r}: {exc}") from exc
+        if self._budget is not None:
+            self.choice = choose(manifest, self._budget, data_start)
+            self._rung = self.choice.rung
         for index, rung in enumerate(manifest.ladder.rungs):
             if self._rung is None or index <= self._rung:
                 self.events.append(RungEvent(index, rung.name, data_start + manifest.rung_end(index)))

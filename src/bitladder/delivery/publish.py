@@ -9,12 +9,22 @@ file is removed on every other outcome, including a client that goes away mid-up
 A server given a `Trust` also checks the signature as soon as the header arrives, and refuses a version of a
 model older than one it holds (a replay; the same version may be published again, e.g. signed by a new key).
 
+A delta (a device's fine-tune, `bitladder push NEW URL --delta-from VERSION`) is accepted only if the folder holds
+its parent: a package of the parent's model id and version whose `weights` are the digest the delta names (a full
+package, or a delta to those weights). That is checked when the manifest arrives and again at the rename. Once
+every digest matched, the worker thread also decodes the delta against its parent (rebuilt through a chain of
+deltas if need be) and compares the result's weights digest with the one the delta records: on MiniLM
+(90.9 MB of fp32) that costs about 0.4 s and twice the model's size in memory, off the event loop.
+
     201/200   published (new / replaced); the body is the catalog entry
     403       (with a trust set) the package is unsigned, or signed by a key the server does not trust
-    409       (with a trust set) an older version of a model id the server holds
+    409       (with a trust set) an older version of a model id the server holds; (always) a delta whose
+              parent the folder does not hold: "delta 'm' 2 <- 1: the server holds no 'm' version '1' with weights
+              blake3:…", with what it does hold of that model
     412       If-Match / If-None-Match failed (`If-None-Match: *` publishes only a new name)
     413       the manifest is larger than the server's limit
-    422       the package does not verify (a bad signature too), or its catalog entry could not be listed
+    422       the package does not verify (a bad signature too), its catalog entry could not be listed, or a
+              delta decoded against its parent does not give the weights it records
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import errno
 import logging
 import os
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -35,14 +46,17 @@ from ..errors import (
     BadSignatureError,
     DowngradeError,
     FormatError,
+    LineageError,
     TrustError,
     UnsignedPackageError,
     UntrustedKeyError,
 )
+from ..format.reader import Package
 from ..format.signing import Trust
 from ..format.spec import HEADER_SIZE, Header, Manifest, version_key
 from .catalog import Catalog, entry_of, open_package, resolve
 from .httputil import preconditions, strong_etag
+from .lineage import ParentNotHeldError, Tensors, check_applies, check_parent, rebuild
 from .verify import PackageVerifier
 
 log = logging.getLogger(__name__)
@@ -99,7 +113,8 @@ class _Upload:
         self.temporary, self.name, self.max_manifest = temporary, name, max_manifest
         self.verifier = PackageVerifier(trust=trust)
         self._catalog = catalog if trust is not None else None  # replays are refused only with a trust set
-        self._replay_checked = False
+        self._lineage = catalog  # a delta's parent must be held, with or without a trust set
+        self._checked = False
         self._head: bytearray | None = bytearray()
         self._file = open(temporary, "xb")  # noqa: SIM115 - closed by finish() or abort()
 
@@ -119,9 +134,33 @@ class _Upload:
         self._file.write(data)
         self.verifier.feed(data).raise_for_error()
         manifest = self.verifier.manifest
-        if self._catalog is not None and manifest is not None and not self._replay_checked:
-            check_replay(self._catalog, manifest, self.name)  # early, to stop a replay's upload
-            self._replay_checked = True
+        if manifest is not None and not self._checked:
+            self._check_catalog(manifest)  # early, to stop the upload of a replay or of an orphan delta
+            self._checked = True
+
+    def _check_catalog(self, manifest: Manifest) -> None:
+        if self._catalog is not None:
+            check_replay(self._catalog, manifest, self.name)
+        if self._lineage is not None and manifest.is_delta:
+            check_parent(self._lineage.entries(), manifest)
+
+    def _check_delta(self, manifest: Manifest) -> None:
+        """Decode the spooled delta against its parent: it must give the weights it records (LineageError)."""
+        parent = manifest.parent
+        if self._lineage is None or parent is None:
+            return
+        started, root = time.perf_counter(), self._lineage.root
+
+        def decode(entry: dict[str, Any], below: Tensors | None) -> Tensors:
+            path = resolve(root, entry["name"])
+            if path is None:
+                raise ParentNotHeldError(f"{entry['name']} left the folder during the upload")
+            return Package.open(path).decode(parent=below)
+
+        base = rebuild(self._lineage.entries(), parent.model_id, parent.version, parent.weights, decode)
+        check_applies(manifest, Package.open(self.temporary).decode(parent=base))
+        log.info("PUT %s: delta %r %s <- %s applies (checked in %.2f s)", self.name, manifest.model_id,
+                 manifest.model_version, parent.version, time.perf_counter() - started)
 
     def finish(self, path: Path, headers: dict[str, str]) -> tuple[dict[str, Any], bool]:
         """Close and check the spooled package, then rename it over `path`; returns its entry, and whether it
@@ -135,12 +174,15 @@ class _Upload:
             entry = entry_of(fd, path.name, self.max_manifest)
         finally:
             os.close(fd)
+        manifest = self.verifier.manifest
+        if manifest is not None and manifest.is_delta:
+            self._check_delta(manifest)
         with _RENAMES:  # check and rename as one step: another PUT may have landed during the upload
             etag = current_etag(path.parent, path.name)
             if preconditions("PUT", headers, etag) is not None:
                 raise PreconditionFailed(f"the package changed to {etag} during the upload")
-            if self._catalog is not None and self.verifier.manifest is not None:
-                check_replay(self._catalog, self.verifier.manifest, path.name)
+            if manifest is not None:
+                self._check_catalog(manifest)
             os.replace(self.temporary, path)
         return entry, etag is not None
 
@@ -171,6 +213,8 @@ async def publish(request: Request, root: Path, name: str, max_manifest: int, *,
         return _refuse(413, path, exc)
     except TrustError as exc:
         return _refuse(_TRUST_STATUS.get(type(exc), 403), path, exc)
+    except LineageError as exc:
+        return _refuse(409 if isinstance(exc, ParentNotHeldError) else 422, path, exc)
     except FormatError as exc:
         return _refuse(422, path, exc)
     except PreconditionFailed as exc:

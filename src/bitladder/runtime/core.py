@@ -23,13 +23,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..codecs.states import TensorSpec
+from ..delivery.choice import Budget, Choice
 from ..errors import BitladderError, FormatError, UsageError
 from ..format.reader import StreamDecoder, TensorUpdate
 from ..format.signing import Trust, check_downgrade
 from ..format.spec import Manifest
 from . import shutdown
 from .errors import ModelMismatchError, PackageMismatchError, RuntimeUpdateError
-from .feed import DEFAULT_PIECE, Source, open_source
+from .feed import DEFAULT_PIECE, BudgetedPieces, Source, open_source
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +116,15 @@ class ProgressiveRuntime(Generic[P]):
     With `trust`, every stream (the first and each `resume`) must be signed by one of its keys: a refused one
     raises its `TrustError` before any tensor reaches the model. A stream of an older version than the one the
     model holds is a `DowngradeError` unless `allow_downgrade`.
+
+    With `budget` (`bitladder.Budget`), the stream stops after the highest rung that fits it (`choice` says which
+    and why, `BudgetError` if none does); `wait()` then waits for that rung.
     """
 
     def __init__(self, adapter: Adapter[P], source: Source, *, apply: ApplyMode = "incremental",
                  on_update: Callable[[Update], None] | None = None, piece_size: int = DEFAULT_PIECE,
                  model_id: str | None = None, model_version: str | None = None, trust: Trust | None = None,
-                 allow_downgrade: bool = False) -> None:
+                 allow_downgrade: bool = False, budget: Budget | None = None) -> None:
         if apply not in APPLY_MODES:
             raise UsageError(f"apply must be one of {', '.join(map(repr, APPLY_MODES))}, got {apply!r}")
         self._adapter = adapter
@@ -130,6 +134,8 @@ class ProgressiveRuntime(Generic[P]):
         self._expect = (model_id, model_version)
         self._trust = trust
         self._allow_downgrade = allow_downgrade
+        self._budget = budget
+        self._budgeted: BudgetedPieces | None = None
         self._lock = RWLock()
         self._cond = threading.Condition()
         self._applied: dict[str, int] = {}
@@ -169,6 +175,11 @@ class ProgressiveRuntime(Generic[P]):
         """Whether the background thread is still consuming the stream."""
         return self._running
 
+    @property
+    def choice(self) -> Choice | None:
+        """The rung the budget chose, and why (None without a budget)."""
+        return None if self._budgeted is None else self._budgeted.choice
+
     def rung_index(self, rung: int | str | None) -> int:
         """The position of `rung` (a name such as `"int8"`, a position, or None: the last); `UsageError` if the
         package has no such rung."""
@@ -176,14 +187,15 @@ class ProgressiveRuntime(Generic[P]):
         return self.manifest.rung_index(rung)
 
     def wait(self, rung: int | str | None = None, timeout: float | None = None) -> bool:
-        """Block until every tensor is at `rung` (a name or position; default: the last); False on timeout.
+        """Block until every tensor is at `rung` (a name or position; default: the last, or the one a budget
+        chose); False on timeout.
 
         Raises `UsageError` for a rung the package does not have, the stream's error (or `RuntimeUpdateError`
         if it ended early) when `rung` cannot come.
         """
         assert self.manifest is not None
         top = len(self.manifest.ladder.rungs) - 1
-        target = self.rung_index(rung)
+        target = self.rung_index(rung if rung is not None or self.choice is None else self.choice.rung)
         # At the last rung, also wait for the stream threads to end, so that a caller may exit right after.
         with self._cond:
             self._cond.wait_for(lambda: (self.rung >= target and (target < top or not self._running))
@@ -234,7 +246,9 @@ class ProgressiveRuntime(Generic[P]):
     # -- opening a stream -----------------------------------------------------------------------
 
     def _start(self, source: Source, first: bool) -> None:
-        decoder, pieces = open_source(source, self._piece_size, self._trust)
+        decoder, pieces = open_source(source, self._piece_size, self._trust, self._budget)
+        if self._budget is not None:
+            pieces = self._budgeted = BudgetedPieces(pieces, decoder, self._budget)
         self._stop.clear()
         updates, error = self._read_first_rung(decoder, pieces)
         if first:
@@ -333,7 +347,7 @@ class ProgressiveRuntime(Generic[P]):
                 fed = decoder.feed(piece)
                 self._apply_updates(decoder, fed.updates)  # what verified before an error is kept
                 fed.raise_for_error()
-            if not self._stop.is_set():
+            if not self._stop.is_set() and not (self._budgeted is not None and self._budgeted.partial):
                 decoder.close()
                 assert self.manifest is not None
                 needed = set(self._adapter.names())
@@ -465,6 +479,11 @@ class RuntimeFacade:
 
     def rungs(self) -> dict[str, int]:
         return self.runtime.rungs()
+
+    @property
+    def choice(self) -> Choice | None:
+        """The rung a `budget` chose, and why (None without one)."""
+        return self.runtime.choice
 
     def wait(self, rung: int | str | None = None, timeout: float | None = None) -> bool:
         """Block until every tensor reached `rung` (a name such as `"int8"` or a position; default: the last);

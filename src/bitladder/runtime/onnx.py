@@ -24,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..codecs.states import STORAGE, TensorSpec, is_float
+from ..delivery.choice import Budget
 from ..format.reader import StreamDecoder
 from ..format.signing import Trust
 from ..format.spec import Manifest
@@ -163,7 +164,7 @@ class ProgressiveSession(RuntimeFacade):
                  providers: Sequence[str] = ("CPUExecutionProvider",), session_options: Any | None = None,
                  on_update: Callable[[Update], None] | None = None, piece_size: int = DEFAULT_PIECE,
                  model_id: str | None = None, model_version: str | None = None, trust: Trust | None = None,
-                 allow_downgrade: bool = False) -> None:
+                 allow_downgrade: bool = False, budget: Budget | None = None) -> None:
         if mode not in ("rebuild", "inputs"):
             raise ValueError(f"mode must be 'rebuild' or 'inputs', got {mode!r}")
         if mode == "rebuild" and apply == "incremental":
@@ -171,7 +172,7 @@ class ProgressiveSession(RuntimeFacade):
         self.adapter = OnnxAdapter(model, mode, providers, session_options)
         self.runtime = ProgressiveRuntime(self.adapter, source, apply=apply, on_update=on_update,
                                           piece_size=piece_size, model_id=model_id, model_version=model_version,
-                                          trust=trust, allow_downgrade=allow_downgrade)
+                                          trust=trust, allow_downgrade=allow_downgrade, budget=budget)
 
     def run(self, output_names: Sequence[str] | None, input_feed: dict[str, Any]) -> list[Any]:
         """Like `InferenceSession.run`; never runs during a swap."""

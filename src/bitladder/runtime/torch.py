@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..codecs.states import TensorSpec, is_float
+from ..delivery.choice import Budget
 from ..format.reader import StreamDecoder
 from ..format.signing import Trust
 from .core import ApplyMode, ProgressiveRuntime, RuntimeFacade, Update
@@ -70,7 +71,8 @@ class ProgressiveModel(RuntimeFacade):
 
     `apply="incremental"` swaps each tensor as soon as its refinement verifies (mixed precision meanwhile);
     `apply="atomic"` caches a rung's tensors and swaps them all at once when the rung is complete. Call it
-    like the module; swaps never happen during a call. `trust` and `allow_downgrade`: see `ProgressiveRuntime`.
+    like the module; swaps never happen during a call. `trust`, `allow_downgrade` and `budget` (stop after the
+    highest rung that fits a `bitladder.Budget`; `model.choice` says which and why): see `ProgressiveRuntime`.
 
     >>> model = ProgressiveModel(net, "net.blad", apply="atomic")   # doctest: +SKIP
     >>> model.rung, model(x).shape                                  # doctest: +SKIP
@@ -81,14 +83,14 @@ class ProgressiveModel(RuntimeFacade):
                  buffer: bool = False, *, on_update: Callable[[Update], None] | None = None,
                  piece_size: int = DEFAULT_PIECE, model_id: str | None = None,
                  model_version: str | None = None, trust: Trust | None = None,
-                 allow_downgrade: bool = False) -> None:
+                 allow_downgrade: bool = False, budget: Budget | None = None) -> None:
         self.module = module
         self.buffer = buffer
         self._last_call = float("-inf")
         self._update: VersionUpdate | None = None
         self.runtime = ProgressiveRuntime(TorchAdapter(module), source, apply=apply, on_update=on_update,
                                           piece_size=piece_size, model_id=model_id, model_version=model_version,
-                                          trust=trust, allow_downgrade=allow_downgrade)
+                                          trust=trust, allow_downgrade=allow_downgrade, budget=budget)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
