@@ -19,6 +19,7 @@ Each returns a ``_baselines.BaselineResult`` whose ``source_bytes`` is NEW's siz
 
 from __future__ import annotations
 
+import importlib
 import math
 import time
 from collections.abc import Mapping
@@ -94,8 +95,14 @@ def zstd_patch_roundtrip(old: bytes, new: bytes, level: int = 12) -> BaselineRes
     return BaselineResult(f"zstd-{level} --patch-from", len(packed), len(new), encode_s, decode_s, unpacked == new)
 
 
+def _libzstd() -> tuple[Any, Any]:
+    """(ffi, lib) of the libzstd that the zstandard package bundles, through its cffi backend."""
+    backend = importlib.import_module("zstandard.backend_cffi")
+    return backend.ffi, backend.lib
+
+
 def _zstd_checked(code: int) -> int:
-    from zstandard.backend_cffi import ffi, lib
+    ffi, lib = _libzstd()
 
     if lib.ZSTD_isError(code):
         raise zstandard.ZstdError(ffi.string(lib.ZSTD_getErrorName(code)).decode())
@@ -107,7 +114,7 @@ def _prefix_compress(old: bytes, new: bytes, level: int, window_log: int) -> byt
     # minilm-last2 (90 MB, 16 % of the weights changed) a raw-content dictionary sends 82.6 MB at level 12, OLD
     # referenced as a prefix 13.2 MB. So this calls the package's bundled libzstd the CLI's way, one worker thread
     # as the CLI's default: single-threaded, the optimal parsers (levels >= 16) lose the long matches too (82.9 MB).
-    from zstandard.backend_cffi import ffi, lib
+    ffi, lib = _libzstd()
 
     cctx = ffi.gc(lib.ZSTD_createCCtx(), lib.ZSTD_freeCCtx)
     for parameter, value in ((lib.ZSTD_c_compressionLevel, level), (lib.ZSTD_c_windowLog, window_log),
@@ -122,7 +129,7 @@ def _prefix_compress(old: bytes, new: bytes, level: int, window_log: int) -> byt
 
 
 def _prefix_decompress(old: bytes, packed: bytes, window_log: int) -> bytes:
-    from zstandard.backend_cffi import ffi, lib
+    ffi, lib = _libzstd()
 
     size = lib.ZSTD_getFrameContentSize(packed, len(packed))
     if size >= lib.ZSTD_CONTENTSIZE_ERROR:  # ERROR and UNKNOWN are the two largest values

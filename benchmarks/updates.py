@@ -21,9 +21,11 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+import zstandard
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -31,6 +33,7 @@ import _baselines  # noqa: E402
 import _delta_baselines  # noqa: E402
 import _updates_train  # noqa: E402
 from _updates_train import Pair  # noqa: E402
+from compression import revision  # noqa: E402
 
 import bitladder  # noqa: E402
 from bitladder.codecs.floatbits import to_f32  # noqa: E402
@@ -251,12 +254,16 @@ def time_table(results: list[Measured]) -> list[str]:
     return lines
 
 
+def _db(ladder: LadderBytes) -> str:
+    return "unmeasured" if ladder.first_sqnr is None else f"{ladder.first_sqnr:.1f} dB"
+
+
 def pair_notes(m: Measured, options: Options) -> list[str]:
     p = m.pair
     notes = [f"**{p.name}**: {p.description}. {p.note}. {p.quality}. Trained in {p.train_s:.0f} s "
              f"wall, {p.train_cpu_s:.0f} s CPU ({_updates_train.THREADS} threads; read from the cache in this run)."]
-    first = "" if m.full.first_sqnr is None else f" (first rung SQNR {m.full.first_sqnr:.1f} dB against NEW)"
-    notes.append(f"  full NEW ladder `{LADDER}`{first}; OLD itself, taken as NEW, has SQNR {m.old_as_new_sqnr:.1f} dB.")
+    line = f"  SQNR against NEW: OLD itself {m.old_as_new_sqnr:.1f} dB; full NEW ladder `{LADDER}` first rung {_db(m.full)}"
+    notes.append(line + ("." if m.delta is None else f"; delta first rung {_db(m.delta)}."))
     if m.nncodec is not None:
         notes.append(f"  NNCodec qp {options.nncodec_qp}: {m.nncodec.compressed_bytes:,} bytes, NEW rebuilt at "
                      f"{m.nncodec_sqnr:.1f} dB (not bit-exact).")
@@ -267,14 +274,15 @@ def pair_notes(m: Measured, options: Options) -> list[str]:
     target = f"best bit-exact baseline {best}, {baselines[best]:,} bytes"
     if m.delta is None:
         notes.append(f"  targets: delta exact <= {target}: pending"
-                     + (f"; delta first rung <= 10% of the full ladder ({m.full.exact // 10:,} bytes): pending"
+                     + (f"; delta first rung <= 10% of the whole full NEW ladder ({m.full.exact // 10:,} bytes): pending"
                         if p.name in PARTIAL else ""))
     else:
         met = "met" if m.delta.exact <= baselines[best] else "MISSED"
         line = f"  targets: delta exact {m.delta.exact:,} <= {target}: {met}"
         if p.name in PARTIAL:
             share = m.delta.first / m.full.exact
-            line += f"; delta first rung {100 * share:.2f}% of the full ladder (<= 10%: {'met' if share <= 0.1 else 'MISSED'})"
+            line += (f"; delta first rung {m.delta.first:,} = {100 * share:.2f}% of the whole full NEW ladder "
+                     f"(<= 10%: {'met' if share <= 0.1 else 'MISSED'})")
         notes.append(line)
     notes.append(f"  measured in {m.seconds:.0f} s.")
     return notes
@@ -283,14 +291,20 @@ def pair_notes(m: Measured, options: Options) -> list[str]:
 def render(results: list[Measured], options: Options, total_s: float) -> str:
     load = os.getloadavg()[0]
     lines = ["# Update benchmark", "",
-             f"Real updates made by `benchmarks/_updates_train.py` (cache key per run from its settings); every figure "
-             f"below measured in one run of `benchmarks/updates.py` ({total_s:.0f} s, {os.cpu_count()} cores, 1-minute "
-             f"load {load:.1f} at the end). Bytes: what the device fetches, and in parentheses % of NEW's file. "
-             f"bitladder columns: bytes to the first rung / to exact (header + manifest included). ZipNN 0.5.4 with 1 "
-             f"thread; zstd level {options.zstd_level} with OLD's file as raw-content dictionary and long mode; NNCodec "
-             f"differential at qp {options.nncodec_qp} (lossy: bytes @ SQNR of the rebuilt NEW). Every bit-exact row was "
-             "decoded and compared with NEW in this run. Ratio: bitladder delta's exact bytes over the fewest bytes of "
-             "a bit-exact baseline (ZipNN NEW, ZipNN delta, zstd patch-from, bitladder full).", ""]
+             "Real updates made by `benchmarks/_updates_train.py` (cached under a key hashed from each run's settings); "
+             f"every figure below measured in one run of `benchmarks/updates.py` ({total_s:.0f} s, {os.cpu_count()} cores, "
+             f"1-minute load {load:.1f} at the end), bitladder at {revision()}.", "",
+             "Bytes: what the device fetches to reach NEW, and in parentheses % of NEW's file. bitladder columns: bytes to "
+             "the first rung / to exact, header and manifest included (the full ladder is what a device without OLD "
+             f"fetches; the delta is `bitladder.api.diff`). ZipNN {metadata.version('zipnn')}, 1 thread, per tensor. zstd "
+             f"{'.'.join(map(str, zstandard.ZSTD_VERSION))} level {options.zstd_level} as `--patch-from` does it: OLD's "
+             "file referenced as a prefix, a window over both, long mode, one worker. "
+             + ("NNCodec not run. " if options.nncodec_qp is None else
+                f"NNCodec {metadata.version('nncodec')} differential (NEW - OLD) at qp {options.nncodec_qp}: lossy, so its bytes "
+                "@ the SQNR of the NEW it rebuilds. ")
+             + "Every bit-exact scheme was decoded in this run and compared with NEW bit for bit. Last column: bitladder "
+             "delta's exact bytes over the fewest of the bit-exact baselines (ZipNN NEW, ZipNN delta, zstd patch-from, "
+             "bitladder full).", ""]
     lines += main_table(results) + ["", "Seconds, encode / decode (one core; bitladder full: encode only):", ""]
     lines += time_table(results) + [""]
     for m in results:

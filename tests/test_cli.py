@@ -560,3 +560,14 @@ def test_diff_and_patch(minilm_path: Path, tmp_path: Path, capsys: pytest.Captur
     assert main(["diff", str(minilm_path), str(tmp_path / "v2.safetensors"), "-o", str(tmp_path / "y.blad"),
                  "--model-version", "2"]) == 2
     assert "--parent-version" in capsys.readouterr().err
+    # over HTTP: the update fetched onto the weights the device holds, bit-exact; without them, refused
+    server = ServerThread(create_app(tmp_path)).start()
+    try:
+        fetched = tmp_path / "f.safetensors"
+        assert main(["fetch", f"{server.url}/models/u.blad", "--base", str(tmp_path / "v1.blad"), "-o", str(fetched)]) == 0
+        assert all(np.array_equal(load_file(str(fetched))[name].view(np.uint8), array.view(np.uint8))
+                   for name, (_, array) in v2.items())
+        assert main(["fetch", f"{server.url}/models/u.blad", "-o", str(tmp_path / "g.safetensors")]) == 2
+        assert "give the weights it applies to" in capsys.readouterr().err
+    finally:
+        server.stop()

@@ -130,9 +130,10 @@ def open(source: str | os.PathLike[str] | bytes | bytearray | memoryview,  # noq
     return Package.open(source, max_bytes, trust=trust)
 
 
-def _held(source: str | os.PathLike[str] | SourceModel | Mapping[str, NDArray[np.generic]],
-          trust: Trust | None = None) -> tuple[SourceModel, Manifest | None]:
-    """A model given as a file, a (full) package, a `SourceModel` or arrays; with the package's manifest."""
+def load_model(source: str | os.PathLike[str] | SourceModel | Mapping[str, NDArray[np.generic]],
+               trust: Trust | None = None) -> tuple[SourceModel, Manifest | None]:
+    """A model given as a file, a full package (decoded exact), a `SourceModel` or arrays; with the package's
+    manifest (None for the others). What `diff`, `patch` and `fetch --base` take as weights."""
     if isinstance(source, SourceModel):
         return source, None
     if isinstance(source, Mapping):
@@ -173,8 +174,8 @@ def diff(
     ('1', [412000, 3100000])
     """
     signing_key = load_signing_key(sign) if isinstance(sign, (str, os.PathLike)) else sign
-    old_model, old_manifest = _held(old, trust)
-    new_model, _ = _held(new, trust)
+    old_model, old_manifest = load_model(old, trust)
+    new_model, _ = load_model(new, trust)
     output = Path(output)
     parent_id = old_manifest.model_id if old_manifest else model_id or output.stem
     model_id = model_id or parent_id
@@ -220,7 +221,7 @@ def patch(
 
     >>> manifest, tensors = patch("v1.blad", "v1-to-v2.blad")          # doctest: +SKIP
     """
-    old_model, _ = _held(old, trust)
+    old_model, _ = load_model(old, trust)
     package = Package.open(update, trust=trust)
     if not package.manifest.is_delta:
         raise UsageError(f"{getattr(package, 'name', update)} is a full package, not a delta: decode it instead")

@@ -126,7 +126,10 @@ def test_a_delta_whose_parent_the_server_does_not_hold_is_refused(
             in err and "it holds no version of 'minilm'" in err
         assert _stored(server) == set()  # nothing stored, no spool file left
         assert _push(versions, server, "v2.safetensors", "--delta-from", "1", "--model-version", "2") == 2
-        assert "lists no 'minilm' version '1'" in capsys.readouterr().err
+        assert "lists no model at version '1'" in capsys.readouterr().err
+        assert _push(versions, server, "v2.safetensors", "--delta-from", "1", "--model-version", "2",
+                     "--model-id", "minilm") == 2
+        assert "lists no 'minilm' version '1' (it holds no version of 'minilm')" in capsys.readouterr().err
     finally:
         server.stop()
 
@@ -140,6 +143,13 @@ def test_a_delta_made_against_other_weights_of_the_same_version_is_refused(
     assert "409" in err and "holds no 'minilm' version '1' with weights blake3:" in err
     assert f"it holds version '1' ({held[:23]}…)" in err
     assert _stored(server) == {"minilm.blad"}
+    # nor may a delta replace its own parent
+    api.diff(versions / "v1.blad", versions / "v2.safetensors", tmp_path / "delta.blad", version="2")
+    assert _push(versions, server, str(tmp_path / "delta.blad")) == 0  # beside it: fine
+    assert main(["push", str(tmp_path / "delta.blad"), f"{server.url}/models/minilm.blad",
+                 "--token-file", str(versions / "token")]) == 2
+    assert "holds that version only as minilm.blad, which the delta would replace" in capsys.readouterr().err
+    assert bitladder.open(Path(server.app.state.config.root) / "minilm.blad").manifest.parent is None
 
 
 def test_a_delta_that_does_not_give_the_weights_it_records_is_refused(

@@ -74,6 +74,24 @@ def test_manual_and_timed_activation(versions, model):
     assert update.activated_at is not None and update.activated_at >= at and _holds(model, v2)
 
 
+def test_idle_activation_waits_for_a_pause_in_inference(versions, model):
+    folder, v1, v2 = versions
+    ids = torch.tensor([[101, 2023, 102]])
+    model(input_ids=ids)  # busy from before the update on
+    update = model.update(folder / "12.blad", activate=Activation.IDLE, idle_s=0.3)
+    ready, busy_until = False, 0.0
+    while not ready or time.monotonic() < busy_until:  # a forward pass at least every 0.3 s: no activation
+        model(input_ids=ids)
+        last_end = time.time()
+        assert update.state in (UpdateState.STREAMING, UpdateState.READY)
+        if not ready and update.state is UpdateState.READY:
+            ready, busy_until = True, time.monotonic() + 1.0
+        time.sleep(0.02)
+    assert _holds(model, v1)
+    assert update.wait(timeout=30) and _holds(model, v2)
+    assert update.activated_at is not None and update.activated_at - last_end >= 0.29  # a 0.3 s pause came first
+
+
 @pytest.mark.parametrize("mode", list(ApplyMode))
 def test_a_failed_update_leaves_the_old_version(versions, model, mode):
     folder, v1, _ = versions

@@ -191,7 +191,14 @@ def cmd_fetch(args: argparse.Namespace) -> None:
         transport = ShapedTransport(transport, link)
     trust = trust_of(args)
     budget = _budget(args, link)
-    download = Download(args.url, rung=args.rung, transport=transport, token=_token(args), trust=trust, budget=budget)
+    if args.base is None:
+        download = Download(args.url, rung=args.rung, transport=transport, token=_token(args), trust=trust, budget=budget)
+    else:  # an update: the delta decodes from the weights the device holds
+        from ..api import load_model
+
+        parent, _ = load_model(args.base, trust)
+        download = Download(args.url, rung=args.rung, transport=transport, token=_token(args), budget=budget,
+                            sink=StreamDecoder(trust=trust, parent=parent))
     console = Console(stderr=True, soft_wrap=True)
     started, shown, checked = time.monotonic(), 0, False
     told: Choice | None = None
@@ -284,7 +291,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                                   "file name is appended), or the full .../NAME.blad URL")
     push.add_argument("--token-file", help=token_help)
     delta = push.add_argument_group("delta", "send PACKAGE as a delta against a version the server holds; the "
-                                             "server checks its lineage (and signature, with --trust) before listing it")
+                                             "server checks its lineage (and its signature, if it serves with --trust: see --sign) "
+                                             "before listing it")
     delta.add_argument("--delta-from", metavar="VERSION", help="the server's version the weights were tuned from "
                                                                "(downloaded exact unless --base is given)")
     delta.add_argument("--model-version", help="the version the fine-tuned weights become (required with --delta-from)")
@@ -296,7 +304,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     delta.add_argument("--approximate-bits", type=int, help="bits of each change in the first, approximate rung "
                                                             "(default 8; 0: exact only)")
     delta.add_argument("--sign", metavar="KEY.key", help="sign the delta with this key (from bitladder keygen)")
-    add_trust(push, "code a delta only against (and send only)")
+    add_trust(push, "push, and code deltas against,")
     push.set_defaults(run=cmd_push)
 
     fetch = subparsers.add_parser("fetch", help="download a package progressively and write the model")
@@ -315,6 +323,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                                             "emulated --rate or --profile's")
     budget.add_argument("--deadline", help="seconds by which the download must end, e.g. 10 or 500ms")
     fetch.add_argument("--token-file", help=f"{token_help}; for servers run with --protect-reads")
+    fetch.add_argument("--base", metavar="OLD", help="for a delta package (an update from bitladder diff): the model "
+                                                     "it applies to, a full .blad package or a model file")
     link = fetch.add_mutually_exclusive_group()
     link.add_argument("--rate", help="emulate a link of this rate, e.g. 50mbit")
     link.add_argument("--trace", help="emulate a link following a CSV of time_s,bit_per_s")

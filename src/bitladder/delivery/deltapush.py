@@ -92,9 +92,10 @@ def _model_id(given: str | None, manifests: list[Manifest | None], entries: list
         if candidate:
             return candidate
     ids = sorted({entry["id"] for entry in entries or () if entry["version"] == delta_from})
-    if len(ids) != 1:
-        where = "several models" if ids else "no model"
-        raise ConfigError(f"the server holds {where} at version {delta_from!r}{': ' + ', '.join(map(repr, ids)) if ids else ''}; "
+    if not ids:
+        raise NotFoundError(f"the server lists no model at version {delta_from!r}: check --delta-from")
+    if len(ids) > 1:
+        raise ConfigError(f"the server holds several models at version {delta_from!r} ({', '.join(map(repr, ids))}): "
                           "say which with --model-id")
     return str(ids[0])
 

@@ -53,11 +53,19 @@ def held(entries: list[dict[str, Any]], model_id: str) -> str:
     return "it holds " + ", ".join(f"version {version!r} ({_short(weights)})" for version, weights in versions)
 
 
-def check_parent(entries: list[dict[str, Any]], manifest: Manifest) -> None:
-    """Raise `ParentNotHeldError` unless `entries` hold the parent of the delta `manifest` (a full one: no-op)."""
+def check_parent(entries: list[dict[str, Any]], manifest: Manifest, replacing: str | None = None) -> None:
+    """Raise `ParentNotHeldError` unless `entries` hold the parent of the delta `manifest` (a full one: no-op),
+    in a package other than `replacing` (the name the delta is published as: it may not replace its own parent)."""
     parent = manifest.parent
-    if parent is None or candidates(entries, parent.model_id, parent.version, parent.weights):
+    if parent is None:
         return
+    found = candidates(entries, parent.model_id, parent.version, parent.weights)
+    if any(entry["name"] != replacing for entry in found):
+        return
+    if found:
+        raise ParentNotHeldError(f"delta {manifest.model_id!r} {manifest.model_version} <- {parent.version}: the "
+                                 f"server holds that version only as {replacing}, which the delta would replace; "
+                                 "publish the delta under another name")
     raise ParentNotHeldError(f"delta {manifest.model_id!r} {manifest.model_version} <- {parent.version}: the server "
                              f"holds no {parent.model_id!r} version {parent.version!r} with weights "
                              f"{_short(parent.weights)} ({held(entries, parent.model_id)}); publish that version "

@@ -142,7 +142,7 @@ class _Upload:
         if self._catalog is not None:
             check_replay(self._catalog, manifest, self.name)
         if self._lineage is not None and manifest.is_delta:
-            check_parent(self._lineage.entries(), manifest)
+            check_parent(self._lineage.entries(), manifest, replacing=self.name)
 
     def _check_delta(self, manifest: Manifest) -> None:
         """Decode the spooled delta against its parent: it must give the weights it records (LineageError)."""
@@ -157,7 +157,8 @@ class _Upload:
                 raise ParentNotHeldError(f"{entry['name']} left the folder during the upload")
             return Package.open(path).decode(parent=below)
 
-        base = rebuild(self._lineage.entries(), parent.model_id, parent.version, parent.weights, decode)
+        entries = [entry for entry in self._lineage.entries() if entry["name"] != self.name]
+        base = rebuild(entries, parent.model_id, parent.version, parent.weights, decode)
         check_applies(manifest, Package.open(self.temporary).decode(parent=base))
         log.info("PUT %s: delta %r %s <- %s applies (checked in %.2f s)", self.name, manifest.model_id,
                  manifest.model_version, parent.version, time.perf_counter() - started)

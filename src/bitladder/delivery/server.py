@@ -6,7 +6,8 @@
                                   If-None-Match (412, 304), strong ETag
     HEAD /models/{name}.blad      headers only (Range does not apply to HEAD)
     PUT  /models/{name}.blad      publish (token required): spooled, verified off the loop, renamed in (publish.py);
-                                  with a trust set, only signed by a trusted key and no older version (403/409/422)
+                                  with a trust set, only signed by a trusted key and no older version (403/409/422);
+                                  a delta only if the folder holds its parent and it applies to it (409/422)
 
 Only names that resolve to `.blad` files inside the folder are served (catalog.resolve). A response streams from
 a file descriptor opened when the request arrives, so a package replaced by a PUT (a rename) never changes under

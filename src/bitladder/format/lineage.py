@@ -44,7 +44,7 @@ def parent_values(manifest: Manifest, held: Held | None) -> dict[int, NDArray[An
         return {}
     where = f"delta {manifest.model_id!r} version {manifest.model_version!r}"
     if held is None:
-        raise LineageError(f"{where} updates {parent.describe()}: give the weights it applies to (parent=, or "
+        raise LineageError(f"{where} updates {parent.describe()}: give the weights it applies to (parent=, fetch --base OLD, or "
                            "bitladder patch OLD UPDATE)")
     model = held_model(held)
     weights = model_weights(model)

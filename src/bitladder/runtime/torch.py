@@ -87,16 +87,19 @@ class ProgressiveModel(RuntimeFacade):
         self.module = module
         self.buffer = buffer
         self._last_call = float("-inf")
+        self._calls = 0  # forward passes in progress (idle activation waits for none, and a pause)
         self._update: VersionUpdate | None = None
         self.runtime = ProgressiveRuntime(TorchAdapter(module), source, apply=apply, on_update=on_update,
                                           piece_size=piece_size, model_id=model_id, model_version=model_version,
                                           trust=trust, allow_downgrade=allow_downgrade, budget=budget)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self._calls += 1
         try:
             with self.runtime.reading():
                 return self.module(*args, **kwargs)
         finally:
+            self._calls -= 1
             self._last_call = time.monotonic()
 
     # -- version updates (runtime.updates) --------------------------------------------------------------
@@ -129,9 +132,13 @@ class ProgressiveModel(RuntimeFacade):
         if self._update is None:
             self._tensors = ModelTensors(dict(self.module.state_dict(keep_vars=True)), self.runtime.unused)
         self._update = VersionUpdate(held, self._tensors, source, self.runtime.replace,
-                                     lambda: time.monotonic() - self._last_call, apply=apply, activate=activate,
+                                     self._idle_for, apply=apply, activate=activate,
                                      at=at, idle_s=idle_s, trust=trust, allow_downgrade=allow_downgrade)
         return self._update
+
+    def _idle_for(self) -> float:
+        """Seconds since the last forward pass ended; 0 while one runs."""
+        return 0.0 if self._calls else time.monotonic() - self._last_call
 
     def rollback(self) -> None:
         """Return to the version before the last update, bit-exact (decoded back from the update's bytes)."""
