@@ -22,7 +22,7 @@ import pytest
 README = Path(__file__).resolve().parents[1] / "README.md"
 BIN = Path(sys.executable).parent
 
-RUN = ("bitladder encode", "bitladder inspect", "bitladder decode")
+RUN = ("bitladder encode", "bitladder inspect", "bitladder decode", "bitladder diff", "bitladder patch")
 SKIPPED = {
     "make demo": "creates the virtualenv and streams MiniLM over an emulated link for minutes (`make demo` itself)",
     "make test": "runs the whole test suite, this test included",
@@ -55,6 +55,10 @@ def folder(tmp_path: Path, minilm_layer0: dict[str, np.ndarray], monkeypatch: py
 
     save_file(minilm_layer0, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
     shutil.copy(tmp_path / "model.safetensors", tmp_path / "source.safetensors")
+    rng = np.random.default_rng(0)
+    tuned = {name: (array + rng.laplace(0, 1e-4, array.shape)).astype(array.dtype) if "attention" in name else array
+             for name, array in minilm_layer0.items()}
+    save_file(tuned, str(tmp_path / "tuned.safetensors"))
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -70,7 +74,7 @@ class Pieces:
 def test_readme_has_the_snippets_this_test_checks() -> None:
     assert len(blocks("python")) == 1
     lines = [command for _, block in blocks("sh") for command in commands(block)]
-    assert sum(line.startswith(RUN) for line in lines) == 6
+    assert sum(line.startswith(RUN) for line in lines) == 10
     assert all(line.startswith(RUN) or line.startswith(tuple(SKIPPED)) for line in lines), lines
 
 
@@ -107,7 +111,18 @@ def test_shell_snippet(folder: Path, line: int, block: str) -> None:
         result = subprocess.run(["bash", "-c", command], cwd=folder, env=env, capture_output=True, text=True,
                                 timeout=600, check=False)
         assert result.returncode == 0, f"README.md:{line}: {command}\n{result.stdout}\n{result.stderr}"
-    _check_decoded(folder)
+    if any(command.startswith("bitladder patch") for command in runnable):
+        _check_patched(folder)
+    else:
+        _check_decoded(folder)
+
+
+def _check_patched(folder: Path) -> None:
+    """`diff` then `patch` gave the tuned model bit for bit."""
+    from safetensors.numpy import load_file
+
+    tuned, patched = (load_file(str(folder / f"{name}.safetensors")) for name in ("tuned", "new"))
+    assert patched.keys() == tuned.keys() and all(patched[k].tobytes() == tuned[k].tobytes() for k in tuned)
 
 
 def _check_decoded(folder: Path) -> None:

@@ -215,7 +215,7 @@ def run_package(url: str, scheme: str, task: Task, link: Link, config: ScenarioC
     client = _device_client(link)
     t0 = time.monotonic()
     try:
-        model = ProgressiveModel(module, _http_pieces(client, url, received), apply=config.apply,  # type: ignore[arg-type]
+        model = ProgressiveModel(module, _http_pieces(client, url, received), apply=config.apply,
                                  on_update=on_update)
         driver.serve(lambda: _answer(model, task))
         if not model.wait(timeout=config.timeout):

@@ -11,13 +11,14 @@ runtime still refining at interpreter exit.
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -34,8 +35,11 @@ from .feed import DEFAULT_PIECE, BudgetedPieces, Source, open_source
 
 log = logging.getLogger(__name__)
 
-ApplyMode = Literal["incremental", "atomic"]
-APPLY_MODES = ("incremental", "atomic")
+class ApplyMode(enum.StrEnum):
+    """How refinements (and version updates) reach the model: each tensor as it arrives, or a whole rung at once."""
+
+    INCREMENTAL = "incremental"
+    ATOMIC = "atomic"
 P = TypeVar("P")
 
 
@@ -121,14 +125,14 @@ class ProgressiveRuntime(Generic[P]):
     and why, `BudgetError` if none does); `wait()` then waits for that rung.
     """
 
-    def __init__(self, adapter: Adapter[P], source: Source, *, apply: ApplyMode = "incremental",
+    def __init__(self, adapter: Adapter[P], source: Source, *, apply: ApplyMode | str = ApplyMode.INCREMENTAL,
                  on_update: Callable[[Update], None] | None = None, piece_size: int = DEFAULT_PIECE,
                  model_id: str | None = None, model_version: str | None = None, trust: Trust | None = None,
                  allow_downgrade: bool = False, budget: Budget | None = None) -> None:
-        if apply not in APPLY_MODES:
-            raise UsageError(f"apply must be one of {', '.join(map(repr, APPLY_MODES))}, got {apply!r}")
+        if apply not in tuple(ApplyMode):
+            raise UsageError(f"apply must be one of {', '.join(repr(m.value) for m in ApplyMode)}, got {apply!r}")
         self._adapter = adapter
-        self._apply = apply
+        self._apply = ApplyMode(apply)
         self._on_update = on_update
         self._piece_size = piece_size
         self._expect = (model_id, model_version)
@@ -261,7 +265,7 @@ class ProgressiveRuntime(Generic[P]):
             return
         self._running = True
         self._feeding_done = False
-        if self._apply == "incremental":
+        if self._apply is ApplyMode.INCREMENTAL:
             self._swapper = threading.Thread(target=self._swap_outbox, daemon=True, name="bitladder-swap")
             self._swapper.start()
         self._thread = threading.Thread(target=self._consume, args=(decoder, pieces), daemon=True,
@@ -409,7 +413,7 @@ class ProgressiveRuntime(Generic[P]):
         assert self.manifest is not None
         specs = {spec.name: spec for spec in self.manifest.tensors}
         top = len(self.manifest.ladder.rungs) - 1
-        if self._apply == "incremental":
+        if self._apply is ApplyMode.INCREMENTAL:
             for name, reaches in latest.items():
                 prepared = self._adapter.prepare(specs[name], decoder)
                 _release_final(decoder, name, reaches, top)

@@ -160,7 +160,7 @@ class ProgressiveSession(RuntimeFacade):
     """
 
     def __init__(self, source: Source, model: str | os.PathLike[str] | bytes | None = None,
-                 apply: ApplyMode = "atomic", mode: SwapMode = "rebuild", *,
+                 apply: ApplyMode | str = ApplyMode.ATOMIC, mode: SwapMode = "rebuild", *,
                  providers: Sequence[str] = ("CPUExecutionProvider",), session_options: Any | None = None,
                  on_update: Callable[[Update], None] | None = None, piece_size: int = DEFAULT_PIECE,
                  model_id: str | None = None, model_version: str | None = None, trust: Trust | None = None,

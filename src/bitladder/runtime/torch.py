@@ -25,7 +25,6 @@ from .core import ApplyMode, ProgressiveRuntime, RuntimeFacade, Update
 from .errors import ModelMismatchError, RuntimeUpdateError
 from .feed import DEFAULT_PIECE, Source
 from .updates import Activation, HeldVersion, ModelTensors, UpdateState, VersionUpdate
-from .updates import ApplyMode as UpdateApply
 
 
 class TorchAdapter:
@@ -79,7 +78,7 @@ class ProgressiveModel(RuntimeFacade):
     (0, torch.Size([1, 1000]))
     """
 
-    def __init__(self, module: torch.nn.Module, source: Source, apply: ApplyMode = "incremental",
+    def __init__(self, module: torch.nn.Module, source: Source, apply: ApplyMode | str = ApplyMode.INCREMENTAL,
                  buffer: bool = False, *, on_update: Callable[[Update], None] | None = None,
                  piece_size: int = DEFAULT_PIECE, model_id: str | None = None,
                  model_version: str | None = None, trust: Trust | None = None,
@@ -115,7 +114,7 @@ class ProgressiveModel(RuntimeFacade):
         return HeldVersion(manifest.model_id, manifest.model_version, manifest.weights)
 
     def update(self, source: str | os.PathLike[str] | bytes | Iterable[bytes], *,
-               apply: UpdateApply = UpdateApply.ATOMIC, activate: Activation = Activation.NOW,
+               apply: ApplyMode | str = ApplyMode.ATOMIC, activate: Activation | str = Activation.NOW,
                at: dt.datetime | float | None = None, idle_s: float = 0.5, trust: Trust | None = None,
                allow_downgrade: bool = False) -> VersionUpdate:
         """Start updating the running model to a new version from a delta package (`bitladder diff`): a path, a

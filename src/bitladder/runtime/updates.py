@@ -33,16 +33,12 @@ from ..errors import BitladderError, LineageError, UsageError
 from ..format.reader import Package, StreamDecoder, TensorUpdate
 from ..format.signing import Trust, check_downgrade
 from ..format.spec import Manifest
+from .core import ApplyMode
 from .errors import RuntimeUpdateError
 from .feed import DEFAULT_PIECE, file_pieces
 
 
-class ApplyMode(enum.Enum):
-    ATOMIC = "atomic"
-    INCREMENTAL = "incremental"
-
-
-class Activation(enum.Enum):
+class Activation(enum.StrEnum):
     """When an atomic update goes live once it has arrived whole."""
 
     NOW = "now"          # at once
@@ -131,11 +127,14 @@ class VersionUpdate:
 
     def __init__(self, held: HeldVersion, tensors: ModelTensors, source: str | os.PathLike[str] | bytes | Iterable[bytes],
                  swap: Callable[[dict[str, torch.Tensor]], None], idle_for: Callable[[], float], *,
-                 apply: ApplyMode = ApplyMode.ATOMIC, activate: Activation = Activation.NOW,
+                 apply: ApplyMode | str = ApplyMode.ATOMIC, activate: Activation | str = Activation.NOW,
                  at: dt.datetime | float | None = None, idle_s: float = 0.5, trust: Trust | None = None,
                  allow_downgrade: bool = False) -> None:
-        if not isinstance(apply, ApplyMode) or not isinstance(activate, Activation):
-            raise UsageError(f"apply must be an ApplyMode and activate an Activation, got {apply!r}, {activate!r}")
+        try:
+            apply, activate = ApplyMode(apply), Activation(activate)
+        except ValueError:
+            raise UsageError(f"apply must be one of {[m.value for m in ApplyMode]} and activate one of "
+                             f"{[a.value for a in Activation]}, got {apply!r}, {activate!r}") from None
         if apply is ApplyMode.INCREMENTAL and activate is not Activation.NOW:
             raise UsageError(f"an incremental update goes live as it arrives: activate={activate.value!r} needs "
                              "apply=ApplyMode.ATOMIC")
