@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _baselines  # noqa: E402
 import _delta_baselines  # noqa: E402
 import _updates_train  # noqa: E402
+from _update_links import LinkTimes, update_times  # noqa: E402
 from _updates_train import Pair  # noqa: E402
 from compression import revision  # noqa: E402
 
@@ -155,6 +156,7 @@ class Measured:
     full: LadderBytes
     delta: LadderBytes | None
     seconds: float
+    links: list[LinkTimes] = field(default_factory=list)
 
     def exact_baselines(self) -> dict[str, int]:
         """The bit-exact ways to reach NEW, by name: bytes (each was decoded and checked in this run)."""
@@ -193,8 +195,34 @@ def measure(pair: Pair, options: Options, workdir: Path, log: Callable[[str], No
     log(f"  bitladder full {full.first:,} / {full.exact:,}")
     delta = bitladder_delta(pair, workdir)
     old_as_new = _baselines.sqnr_db(_floats(_storage(new), new), _floats(_storage(old), old))
+    links = []
+    if delta is not None and pair.name in LINK_PAIRS:
+        links = update_times(workdir / f"{pair.name}-delta.blad", workdir / f"{pair.name}-full.blad", old, LINK_RATES)
+        log("  links " + ", ".join(f"{t.rate_mbit:.0f} Mbit/s: delta {t.delta_exact_s:.2f} s, full {t.full_exact_s:.2f} s"
+                                   for t in links))
     return Measured(pair, pair.old.stat().st_size, pair.new.stat().st_size, float_dtype, zipnn, zipnn_delta, zstd_patch,
-                    nncodec, nncodec_sqnr, old_as_new, full, delta, time.perf_counter() - started)
+                    nncodec, nncodec_sqnr, old_as_new, full, delta, time.perf_counter() - started, links)
+
+
+LINK_PAIRS = ("minilm-last2", "mobilenetv2-head")
+"""The pairs fetched over emulated links too (a full MiniLM at 20 Mbit/s takes 30 s)."""
+LINK_RATES = (20.0, 100.0)
+
+
+def link_table(results: list[Measured]) -> list[str]:
+    rows = [m for m in results if m.links]
+    if not rows:
+        return []
+    lines = ["Time to NEW over an emulated link (30 ms RTT; `bitladder serve` on 127.0.0.1, the client's shaped transport; "
+             "each time includes verifying and decoding; the delta decodes onto OLD, the full package from nothing):", "",
+             "| pair | link | delta: first rung | delta: exact | full NEW: first rung (int8) | full NEW: exact "
+             "| exact, full / delta |",
+             "|---|---|---|---|---|---|---|"]
+    for m in rows:
+        for t in m.links:
+            lines.append(f"| {m.pair.name} | {t.rate_mbit:.0f} Mbit/s | {t.delta_first_s:.2f} s | {t.delta_exact_s:.2f} s | "
+                         f"{t.full_first_s:.2f} s | {t.full_exact_s:.2f} s | {t.full_exact_s / t.delta_exact_s:.1f}x |")
+    return lines + [""]
 
 
 # --- report ----------------------------------------------------------------------------------------------------------
@@ -260,31 +288,31 @@ def _db(ladder: LadderBytes) -> str:
 
 def pair_notes(m: Measured, options: Options) -> list[str]:
     p = m.pair
-    notes = [f"**{p.name}**: {p.description}. {p.note}. {p.quality}. Trained in {p.train_s:.0f} s "
-             f"wall, {p.train_cpu_s:.0f} s CPU ({_updates_train.THREADS} threads; read from the cache in this run)."]
-    line = f"  SQNR against NEW: OLD itself {m.old_as_new_sqnr:.1f} dB; full NEW ladder `{LADDER}` first rung {_db(m.full)}"
+    notes = [f"**{p.name}** ({p.description}): {p.note}. {p.quality}. Made in {p.train_s:.0f} s wall, "
+             f"{p.train_cpu_s:.0f} s CPU ({_updates_train.THREADS} threads; read from the cache in this run)."]
+    line = f"- SQNR against NEW: OLD itself {m.old_as_new_sqnr:.1f} dB; full NEW ladder `{LADDER}` first rung {_db(m.full)}"
     notes.append(line + ("." if m.delta is None else f"; delta first rung {_db(m.delta)}."))
     if m.nncodec is not None:
-        notes.append(f"  NNCodec qp {options.nncodec_qp}: {m.nncodec.compressed_bytes:,} bytes, NEW rebuilt at "
+        notes.append(f"- NNCodec qp {options.nncodec_qp}: {m.nncodec.compressed_bytes:,} bytes, NEW rebuilt at "
                      f"{m.nncodec_sqnr:.1f} dB (not bit-exact).")
     elif m.float_dtype != "F32":
-        notes.append(f"  NNCodec not run: it codes float32 only and this pair is {m.float_dtype}.")
+        notes.append(f"- NNCodec not run: it codes float32 only and this pair is {m.float_dtype}.")
     baselines = m.exact_baselines()
     best = min(baselines, key=baselines.__getitem__)
     target = f"best bit-exact baseline {best}, {baselines[best]:,} bytes"
     if m.delta is None:
-        notes.append(f"  targets: delta exact <= {target}: pending"
+        notes.append(f"- targets: delta exact <= {target}: pending"
                      + (f"; delta first rung <= 10% of the whole full NEW ladder ({m.full.exact // 10:,} bytes): pending"
                         if p.name in PARTIAL else ""))
     else:
         met = "met" if m.delta.exact <= baselines[best] else "MISSED"
-        line = f"  targets: delta exact {m.delta.exact:,} <= {target}: {met}"
+        line = f"- targets: delta exact {m.delta.exact:,} <= {target}: {met}"
         if p.name in PARTIAL:
             share = m.delta.first / m.full.exact
             line += (f"; delta first rung {m.delta.first:,} = {100 * share:.2f}% of the whole full NEW ladder "
                      f"(<= 10%: {'met' if share <= 0.1 else 'MISSED'})")
         notes.append(line)
-    notes.append(f"  measured in {m.seconds:.0f} s.")
+    notes.append(f"- measured in {m.seconds:.0f} s.")
     return notes
 
 
@@ -307,8 +335,9 @@ def render(results: list[Measured], options: Options, total_s: float) -> str:
              "bitladder full).", ""]
     lines += main_table(results) + ["", "Seconds, encode / decode (one core; bitladder full: encode only):", ""]
     lines += time_table(results) + [""]
+    lines += link_table(results)
     for m in results:
-        lines += pair_notes(m, options)
+        lines += pair_notes(m, options) + [""]
     return "\n".join(lines) + "\n"
 
 

@@ -6,14 +6,18 @@ import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .codecs.blocks import encode_tensor
 from .codecs.entropy import DEFAULT_LEVEL
+from .codecs.floatbits import to_f32
 from .codecs.ladder import DEFAULT_LADDER, DEFAULT_MIN_SIZE, Ladder
+from .codecs.plan import plan_tensor
 from .codecs.quality import QualityMeter
+from .codecs.states import TensorSpec, is_float
 from .delivery.choice import Budget
 from .delivery.client import Download
 from .errors import LineageError, UsageError
@@ -195,9 +199,10 @@ def diff(
         for tensor in new_model.tensors.values():
             held = old_model.tensors.get(tensor.name)
             parent_data = held.data if held is not None and held.spec == tensor.spec else None
-            index, plan = writer.add_tensor(dataclasses.replace(tensor.spec, delta=parent_data is not None), tensor.data)
-            probe = meter.tensor(plan, tensor.data, parent_data)
-            for step, block, payload in encode_tensor(plan, tensor.data, level, parent_data):
+            spec, payloads = _cheaper_coding(tensor.spec, tensor.data, parent_data, ladder, level)
+            index, plan = writer.add_tensor(spec, tensor.data)
+            probe = meter.tensor(plan, tensor.data, parent_data if spec.delta else None)
+            for step, block, payload in payloads:
                 writer.add_chunk(index, step, block, payload)
                 probe.add(step, block, payload)
             done += tensor.spec.nbytes
@@ -208,6 +213,35 @@ def diff(
     except BaseException:
         writer.abort()
         raise
+
+
+FAR_BELOW_DB = 30.0
+"""A changed tensor whose old version is further than this from the new (SQNR) is also coded without it, and the
+cheaper coding wins: an old version that far off (a retrained head) predicts the new one poorly."""
+
+
+def _sqnr_db(dtype: str, new: NDArray[Any], old: NDArray[Any]) -> float:
+    """How close the old values are to the new (finite values only)."""
+    reference, test = to_f32(new, dtype).astype(np.float64), to_f32(old, dtype).astype(np.float64)
+    finite = np.isfinite(reference) & np.isfinite(test)
+    noise = float(np.sum((reference[finite] - test[finite]) ** 2))
+    return float("inf") if noise == 0 else 10 * np.log10(max(float(np.sum(reference[finite] ** 2)), 1e-300) / noise)
+
+
+def _cheaper_coding(spec: TensorSpec, data: NDArray[Any], parent: NDArray[Any] | None, ladder: Ladder,
+                    level: int) -> tuple[TensorSpec, list[tuple[int, int, bytes]]]:
+    """The tensor's spec in the delta (coded against its parent or not) and its payloads."""
+    def coded(delta: bool) -> tuple[TensorSpec, list[tuple[int, int, bytes]]]:
+        marked = dataclasses.replace(spec, delta=delta)
+        return marked, list(encode_tensor(plan_tensor(marked, ladder), data, level, parent if delta else None))
+
+    if parent is None:
+        return coded(False)
+    against = coded(True)
+    if not is_float(spec.dtype) or np.array_equal(parent, data) or _sqnr_db(spec.dtype, data, parent) >= FAR_BELOW_DB:
+        return against
+    alone = coded(False)
+    return min(against, alone, key=lambda option: sum(len(payload) for _, _, payload in option[1]))
 
 
 def patch(

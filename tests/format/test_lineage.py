@@ -18,6 +18,11 @@ def _finetuned(old, seed, scale=2e-4, every=3):
     return new
 
 
+def _sqnr(reference, value):
+    error = ((value.astype(np.float64) - reference) ** 2).sum()
+    return np.inf if error == 0 else 10 * np.log10((reference.astype(np.float64) ** 2).sum() / error)
+
+
 def _same(a, b):
     return set(a) == set(b) and all(np.array_equal(np.asarray(a[k]).view(np.uint8), np.asarray(b[k]).view(np.uint8))
                                     for k in a)
@@ -30,10 +35,15 @@ def test_diff_patch_bit_exact_and_cheap_when_unchanged(tmp_path, minilm_layer0):
     assert (manifest.parent.model_id, manifest.parent.version, manifest.parent.weights) == ("m", "1", full.weights)
     patched, tensors = api.patch(tmp_path / "v1.blad", tmp_path / "d.blad")
     assert _same(tensors, new) and patched.model_version == "2"
-    approximate = bitladder.open(tmp_path / "d.blad").decode(0, parent=old)
-    for name in new:
-        if new[name].dtype == np.float32 and not np.array_equal(new[name], old[name]):
-            assert np.abs(approximate[name] - new[name]).max() < np.abs(new[name] - old[name]).max()
+    fine = api.diff(tmp_path / "v1.blad", new, tmp_path / "fine.blad", version="2", approximate_bits=16)
+    for package, bits in ((tmp_path / "d.blad", 8), (tmp_path / "fine.blad", 16)):
+        approximate = bitladder.open(package).decode(0, parent=old)
+        for name in new:
+            if new[name].dtype == np.float32 and not np.array_equal(new[name], old[name]) and new[name].size > 1000:
+                # the first rung is at least as close as the old version, and about `bits` bits of the new one's scale
+                sqnr = _sqnr(new[name], approximate[name])
+                assert sqnr >= _sqnr(new[name], old[name]) - 0.01 and sqnr > 6 * bits - 12, (name, bits)
+    assert fine.rung_bytes()[0] > manifest.rung_bytes()[0]
     unchanged = {c.tensor for c in manifest.chunks if c.length == 0}
     assert len(unchanged) >= len(old) // 2  # unchanged tensors cost no chunk bytes
     same = api.diff(old, old, tmp_path / "none.blad", version="2", parent_version="1", model_id="m")

@@ -110,12 +110,12 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
     return PyLong_FromLong(rc);
 }
 
-/* delta_encode(src, held, bits, block...) -> bytes | status */
+/* delta_encode(src, held, bits, after, block...) -> bytes | status */
 static PyObject *py_delta_encode(PyObject *self, PyObject *args) {
     Py_buffer src, held;
-    int bits;
+    int bits, after;
     bl_block b = {0};
-    if (!PyArg_ParseTuple(args, "y*y*i" BLOCK_FORMAT, &src, &held, &bits, BLOCK_ARGS(b))) return NULL;
+    if (!PyArg_ParseTuple(args, "y*y*ii" BLOCK_FORMAT, &src, &held, &bits, &after, BLOCK_ARGS(b))) return NULL;
     PyObject *out = NULL;
     int64_t n = BL_E_ARGUMENT;
     uint64_t bytes = b.count * (uint64_t)width_of(b.dtype);
@@ -125,7 +125,7 @@ static PyObject *py_delta_encode(PyObject *self, PyObject *args) {
     if (!out) goto fail;
     uint8_t *o = (uint8_t *)PyBytes_AS_STRING(out);
     Py_BEGIN_ALLOW_THREADS
-    n = bl_delta_encode(&b, bits, src.buf, held.buf, o, cap);
+    n = bl_delta_encode(&b, bits, after, src.buf, held.buf, o, cap);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&src); PyBuffer_Release(&held);
     return finish_encode(n, out);
@@ -135,12 +135,11 @@ fail:
     return NULL;
 }
 
-/* delta_decode(payload, held, out, direction, block...) -> status */
+/* delta_decode(payload, held, out, block...) -> status */
 static PyObject *py_delta_decode(PyObject *self, PyObject *args) {
     Py_buffer in, held, out;
-    int direction;
     bl_block b = {0};
-    if (!PyArg_ParseTuple(args, "y*y*w*i" BLOCK_FORMAT, &in, &held, &out, &direction, BLOCK_ARGS(b))) return NULL;
+    if (!PyArg_ParseTuple(args, "y*y*w*" BLOCK_FORMAT, &in, &held, &out, BLOCK_ARGS(b))) return NULL;
     int rc = BL_E_ARGUMENT, failed = 0;
     uint64_t bytes = b.count * (uint64_t)width_of(b.dtype);
     if (check_block_args(&b) || check_size(&out, bytes, "output") || check_size(&held, bytes, "held")) failed = 1;
@@ -148,7 +147,7 @@ static PyObject *py_delta_decode(PyObject *self, PyObject *args) {
         const uint8_t *p = in.buf;
         size_t len = (size_t)in.len;
         Py_BEGIN_ALLOW_THREADS
-        rc = bl_delta_decode(&b, direction, p, len, held.buf, out.buf);
+        rc = bl_delta_decode(&b, p, len, held.buf, out.buf);
         Py_END_ALLOW_THREADS
     }
     PyBuffer_Release(&in); PyBuffer_Release(&held); PyBuffer_Release(&out);
@@ -176,8 +175,8 @@ static PyMethodDef methods[] = {
     {"scales", py_scales, METH_VARARGS, "scales(src, out, dtype, inner, max_code, begin, count, columns) -> status"},
     {"encode", py_encode, METH_VARARGS, "encode(kind, src, scales, a, c, block...) -> bytes | status"},
     {"decode", py_decode, METH_VARARGS, "decode(kind, payload, scales, held, out, a, c, block...) -> status"},
-    {"delta_encode", py_delta_encode, METH_VARARGS, "delta_encode(src, held, bits, block...) -> bytes | status"},
-    {"delta_decode", py_delta_decode, METH_VARARGS, "delta_decode(payload, held, out, direction, block...) -> status"},
+    {"delta_encode", py_delta_encode, METH_VARARGS, "delta_encode(src, held, bits, after, block...) -> bytes | status"},
+    {"delta_decode", py_delta_decode, METH_VARARGS, "delta_decode(payload, held, out, block...) -> status"},
     {"path", py_path, METH_VARARGS, "path([p]) -> the kernel path in use (0 scalar, 1 AVX2, 2 AVX-512), after setting p"},
     {"path_available", py_path_available, METH_VARARGS, "path_available(p) -> whether this CPU runs path p"},
     {NULL, NULL, 0, NULL},

@@ -58,10 +58,12 @@ int bl_refine_decode(const bl_block *b, int kind, const uint8_t *in, size_t len,
                      const void *held, void *out);
 int64_t bl_half_encode(const bl_block *b, const void *src, uint8_t *out, size_t cap);
 int bl_half_decode(const bl_block *b, const uint8_t *in, size_t len, void *held);
-/* A new version against the held one (`bits` > 0: an approximation keeping about that many bits of the change;
- * 0: exact). Decoding with direction -1 undoes a chunk (out = the values it was coded against). */
-int64_t bl_delta_encode(const bl_block *b, int bits, const void *src, const void *held, uint8_t *out, size_t cap);
-int bl_delta_decode(const bl_block *b, int direction, const uint8_t *in, size_t len, const void *held, void *out);
+/* A new version against the held one: `bits` > 0, an approximation to about that many bits of the new values'
+ * scale; 0, exact; `after`, the step D of the approximate chunk that made `held` (BL_DELTA_ALONE: none). */
+#define BL_DELTA_ALONE 0x7FFF
+int64_t bl_delta_encode(const bl_block *b, int bits, int after, const void *src, const void *held, uint8_t *out,
+                        size_t cap);
+int bl_delta_decode(const bl_block *b, const uint8_t *in, size_t len, const void *held, void *out);
 
 /* Kernel paths: 0 scalar (always), 1 AVX2, 2 AVX-512. bl_path_available tells what this CPU runs;
  * bl_set_path picks one (returns BL_E_ARGUMENT if unavailable); the default is the best available. */

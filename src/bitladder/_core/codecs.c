@@ -848,19 +848,22 @@ done:
  *
  * A pattern's ordinal is its place in the order of the values (-0 just below +0, NaNs beyond the infinities),
  * a bijection onto [-2^(W-1), 2^(W-1)). The change of element i is d = ord(new) - ord(held). An exact chunk sends
- * d; an approximate one sends c = round(d / 2^t) with t = clamp(D - ulp exponent of the held value, 0, 32), a step
- * of about 2^D in value whatever the element's binade (D from the block's RMS change and the bits asked for), and
- * the decoder holds ord(held) + c 2^t; a later exact chunk corrects it. Each c is its symbol (0, or 2L-1 / 2L for a
- * positive / negative c of bit length L) through rANS, in the context of the bit length before it, then its L-1 low
- * bits. An element whose approximation would leave the range, or could not be undone unambiguously, is escaped and
- * sent exactly (c = d). A block that does not change is empty.
- *     u8 kind (0 exact, 1 approximate) | i16 D (approximate only) | rANS(symbols) | bits(1) */
+ * d; an approximate one sends c = round(d / 2^t) with t = max(D - ulp exponent of the held value, 0), a step of
+ * about 2^D in value whatever the element's binade (D from the RMS of the new values and the bits asked for), and
+ * the decoder holds ord(held) + c 2^t (c = 0 where that would leave the range); where t would exceed the mantissa
+ * (a held value below the step), c = round((new - held) / 2^D) and the decoder holds held + c 2^D, rounded. A later
+ * exact chunk corrects it. Each c is its symbol (0, or 2L-1 / 2L for a positive / negative c of bit length L) through rANS, then its L-1
+ * low bits. The context of a symbol: for an approximate chunk, the bit length before it; for an exact chunk, the
+ * held value's ulp exponent (a change of a given size spans more ordinals in a smaller binade) and that bit length;
+ * for an exact chunk after an approximate one, the shift t the approximation has at the held value (the rest lies
+ * within 2^(t-1)) and that bit length. A block that does not change is empty.
+ *     u8 kind (0 exact, 1 approximate, 2 exact after approximate) | i16 D (kinds 1, 2) | rANS(symbols) | bits(1) */
 #define DELTA_LENGTHS 34                             /* bit lengths 0..33 of |c| (|d| < 2^33) */
-#define DELTA_ALPHABET (2 * DELTA_LENGTHS)          /* c's symbols, then the escape */
-#define DELTA_ESCAPE (2 * DELTA_LENGTHS - 1)
-#define DELTA_EXACT_CONTEXT DELTA_LENGTHS           /* an escaped element's exact change */
-#define DELTA_MAX_SHIFT 32
+#define DELTA_ALPHABET (2 * DELTA_LENGTHS - 1)
 #define DELTA_MAX_STEP 400                           /* |D|: beyond any float's exponent range */
+#define DELTA_EXPONENTS 16                           /* ulp exponent classes of kind 0 (two binades each) */
+#define DELTA_PREVIOUS 9                             /* classes of the bit length before: kind 0 (4 lengths each) */
+#define DELTA_PREVIOUS_AFTER 7                       /* and kind 2 (5 lengths each); a chunk uses one kind's contexts */
 
 static inline int64_t ordinal(uint32_t p, int d) {
     uint32_t s = sign_bit(d);
@@ -872,83 +875,100 @@ static inline uint32_t from_ordinal(int64_t o, int d) {
 static inline int in_ordinals(int64_t o, int d) { return o >= -(int64_t)sign_bit(d) && o < (int64_t)sign_bit(d); }
 static inline int64_t floor_shift(int64_t x, int t) { return x >= 0 ? x >> t : -((-x - 1) >> t) - 1; }
 
-/* The shift of element i: the ulp of a held value of biased exponent e is 2^(e - ULP_BIAS) (subnormals as e = 1);
- * non-finite held values shift nothing. */
-static inline int delta_shift(int step, uint32_t held, int d) {
+/* The ulp exponent of a held pattern (subnormals as the smallest normal; INT32_MIN for a non-finite value). */
+static inline int ulp_exponent(uint32_t held, int d) {
     int mant = d == BL_F32 ? 23 : d == BL_BF16 ? 7 : 10, bias = d == BL_F16 ? 15 : 127;
-    int emax = d == BL_F16 ? 31 : 255;
     int e = (int)((held & (sign_bit(d) - 1)) >> mant);
-    if (e == emax) return 0;
-    int t = step - ((e ? e : 1) - bias - mant);
-    return t < 0 ? 0 : t > DELTA_MAX_SHIFT ? DELTA_MAX_SHIFT : t;
+    if (e == (d == BL_F16 ? 31 : 255)) return INT32_MIN;
+    return (e ? e : 1) - bias - mant;
 }
 
-/* The value an approximate chunk's c was applied to, given the value o it produced: o - c 2^t for the smallest t
- * that the candidate's own shift agrees with (a farther one, in another binade, may agree too). The encoder escapes
- * an element where that would not be the value it coded against, so that a rollback is never ambiguous. */
-static int undo_candidate(int64_t o, int64_t c, int step, int d, int64_t *before) {
-    int length = bitlen64((uint64_t)(c < 0 ? -c : c));
-    for (int t = 0; t <= DELTA_MAX_SHIFT && length + t <= 34; t++) {
-        int64_t candidate = o - c * ((int64_t)1 << t);
-        if (in_ordinals(candidate, d) && delta_shift(step, from_ordinal(candidate, d), d) == t) {
-            *before = candidate;
-            return 1;
-        }
+static inline int mantissa_bits(int d) { return d == BL_F32 ? 23 : d == BL_BF16 ? 7 : 10; }
+
+/* The shift of element i at step D: 0 for a non-finite held value; DELTA_IN_VALUE where a step is more than the
+ * held value's binade (ordinals there are no measure of the step), so that the approximation is held + c 2^D. */
+#define DELTA_IN_VALUE (-1)
+static inline int delta_shift(int step, uint32_t held, int d) {
+    int u = ulp_exponent(held, d);
+    if (u == INT32_MIN) return 0;
+    int t = step - u;
+    return t < 0 ? 0 : t > mantissa_bits(d) ? DELTA_IN_VALUE : t;
+}
+
+/* held + c 2^D in dtype d: IEEE double, then rounded to nearest even (the same bits on every machine); c = 0 keeps
+ * the held pattern (so -0 stays -0). */
+static inline uint32_t in_value(uint32_t held, int64_t c, int step, int d) {
+    if (!c) return held;
+    return narrow(f2u((float)((double)u2f(widen(held, d)) + ldexp((double)c, step))), d);
+}
+
+static inline int delta_context(int kind, int step, uint32_t held, int d, int previous) {
+    if (kind == 1) return previous;                                     /* < DELTA_LENGTHS */
+    if (kind == 2) {                                                    /* < 7 * 25 */
+        int t = delta_shift(step, held, d);
+        return DELTA_PREVIOUS_AFTER * (t == DELTA_IN_VALUE ? mantissa_bits(d) + 1 : t) + previous / 5;
     }
-    return 0;
+    int u = ulp_exponent(held, d), top = d == BL_F32 ? -23 : d == BL_BF16 ? -7 : -10;  /* the ulp of 1.0 */
+    int c = u == INT32_MIN ? 0 : (top - u) / 2;     /* 0: values of 1 and above, then two binades a class down */
+    c = c < 0 ? 0 : c >= DELTA_EXPONENTS ? DELTA_EXPONENTS - 1 : c;
+    return DELTA_PREVIOUS * c + (previous / 4 < DELTA_PREVIOUS - 1 ? previous / 4 : DELTA_PREVIOUS - 1);   /* < 144 */
 }
 
 static uint16_t *delta_alphabet(uint16_t *alphabet) {
-    memset(alphabet, 0, RANS_CONTEXTS * sizeof *alphabet);
-    for (int c = 0; c < DELTA_LENGTHS; c++) alphabet[c] = DELTA_ALPHABET;
-    alphabet[DELTA_EXACT_CONTEXT] = DELTA_ESCAPE;
+    for (int c = 0; c < RANS_CONTEXTS; c++) alphabet[c] = c < DELTA_PREVIOUS_AFTER * 25 ? DELTA_ALPHABET : 0;
     return alphabet;
 }
 
-/* D for about `bits` significant bits of the block's RMS change of finite values: a step of RMS 2^(1-bits). */
-static int delta_step(const bl_block *b, int bits, const void *src, const void *held) {
+/* D for a step of about 2^(1-bits) times the RMS of the block's new finite values: the approximation holds the new
+ * version to about `bits` bits of its own scale, as an int rung of that many bits would, and a change smaller than
+ * half a step is not sent before the exact rung (a block whose old values are that close already sends nothing). */
+static int delta_step(const bl_block *b, int bits, const void *src) {
     double total = 0;
-    uint64_t changed = 0;
+    uint64_t finite = 0;
     for (uint64_t i = 0; i < b->count; i++) {
-        float n = u2f(widen(load_bits(src, i, b->dtype), b->dtype)), h = u2f(widen(load_bits(held, i, b->dtype), b->dtype));
-        double change = (double)n - (double)h;
-        if (change != 0 && change == change && change - change == 0) { total += change * change; changed++; }
+        double n = (double)u2f(widen(load_bits(src, i, b->dtype), b->dtype));
+        if (n - n == 0) { total += n * n; finite++; }
     }
-    if (!changed) return -DELTA_MAX_STEP;
+    if (!finite || total == 0) return -DELTA_MAX_STEP;
     int e;
-    frexp(sqrt(total / (double)changed), &e);
+    frexp(sqrt(total / (double)finite), &e);
     int step = e - bits;
     return step < -DELTA_MAX_STEP ? -DELTA_MAX_STEP : step > DELTA_MAX_STEP ? DELTA_MAX_STEP : step;
 }
 
-int64_t bl_delta_encode(const bl_block *b, int bits, const void *src, const void *held, uint8_t *out, size_t cap) {
+int64_t bl_delta_encode(const bl_block *b, int bits, int after, const void *src, const void *held, uint8_t *out,
+                        size_t cap) {
     int rc = check_block(b);
-    if (rc || b->inner != BL_NONE || bits < 0 || bits > 32) return rc ? rc : BL_E_ARGUMENT;
-    int step = bits ? delta_step(b, bits, src, held) : 0;
-    uint8_t *sym = malloc(2 * b->count + 1), *ctx = malloc(2 * b->count + 1), *stream = malloc(5 * b->count + 16);
+    int follows = after != BL_DELTA_ALONE;
+    if (rc || b->inner != BL_NONE || bits < 0 || bits > 32 ||
+        (follows && (bits || after < -DELTA_MAX_STEP || after > DELTA_MAX_STEP)))
+        return rc ? rc : BL_E_ARGUMENT;
+    int kind = bits ? 1 : follows ? 2 : 0;
+    int step = bits ? delta_step(b, bits, src) : follows ? after : 0;
+    uint8_t *sym = malloc(b->count + 1), *ctx = malloc(b->count + 1), *stream = malloc(5 * b->count + 16);
     uint16_t alphabet[RANS_CONTEXTS];
     bl_out o = {out, out + cap};
     bl_bitw w = {stream, stream + 5 * b->count + 16, 0, 0, 0};
     if (!sym || !ctx || !stream) { rc = BL_E_NOMEM; goto done; }
     int previous = 0, changes = 0;
-    size_t n = 0;
     for (uint64_t i = 0; i < b->count; i++) {
         uint32_t h = load_bits(held, i, b->dtype);
         int64_t base = ordinal(h, b->dtype);
         int64_t d = ordinal(load_bits(src, i, b->dtype), b->dtype) - base;
-        int t = bits ? delta_shift(step, h, b->dtype) : 0;
-        int64_t c = t ? floor_shift(d + ((int64_t)1 << (t - 1)), t) : d;
-        int64_t before;
-        if (t && c && (!in_ordinals(base + c * ((int64_t)1 << t), b->dtype) ||
-                       !undo_candidate(base + c * ((int64_t)1 << t), c, step, b->dtype, &before) || before != base)) {
-            ctx[n] = (uint8_t)previous; sym[n++] = DELTA_ESCAPE;   /* this element exactly, in its own context */
-            previous = DELTA_EXACT_CONTEXT;
-            c = d;
+        int t = kind == 1 ? delta_shift(step, h, b->dtype) : 0;
+        int64_t c;
+        if (t == DELTA_IN_VALUE) {
+            double v = ldexp((double)u2f(widen(load_bits(src, i, b->dtype), b->dtype)) - (double)u2f(widen(h, b->dtype)),
+                             -step);
+            c = v - v == 0 && fabs(v) < 0x1p32 ? (int64_t)floor(v + 0.5) : 0;
+        } else {
+            c = t ? floor_shift(d + ((int64_t)1 << (t - 1)), t) : d;
+            if (!in_ordinals(base + c * ((int64_t)1 << t), b->dtype)) c = 0;
         }
         uint64_t mag = (uint64_t)(c < 0 ? -c : c);
         int length = bitlen64(mag);
-        ctx[n] = (uint8_t)previous;
-        sym[n++] = (uint8_t)(length ? 2 * length - 1 + (c < 0) : 0);
+        ctx[i] = (uint8_t)delta_context(kind, step, h, b->dtype, previous);
+        sym[i] = (uint8_t)(length ? 2 * length - 1 + (c < 0) : 0);
         changes |= length;
         if (length > 1) {
             uint64_t low = mag - ((uint64_t)1 << (length - 1));
@@ -960,9 +980,9 @@ int64_t bl_delta_encode(const bl_block *b, int bits, const void *src, const void
     bitw_flush(&w);
     if (w.overflow) { rc = BL_E_CAPACITY; goto done; }
     if (!changes) goto done;
-    uint8_t head[3] = {(uint8_t)(bits != 0), (uint8_t)(uint16_t)(int16_t)step, (uint8_t)((uint16_t)(int16_t)step >> 8)};
-    if (!(rc = out_put(&o, head, bits ? 3 : 1)) &&
-        !(rc = rans_encode(ctx, sym, NULL, n, delta_alphabet(alphabet), &o)) &&
+    uint8_t head[3] = {(uint8_t)kind, (uint8_t)(uint16_t)(int16_t)step, (uint8_t)((uint16_t)(int16_t)step >> 8)};
+    if (!(rc = out_put(&o, head, kind ? 3 : 1)) &&
+        !(rc = rans_encode(ctx, sym, NULL, b->count, delta_alphabet(alphabet), &o)) &&
         !(rc = out_u32(&o, (uint32_t)(w.p - stream))))
         rc = out_put(&o, stream, (size_t)(w.p - stream));
 done:
@@ -970,11 +990,9 @@ done:
     return rc ? rc : (int64_t)(o.p - out);
 }
 
-/* direction +1 applies a delta chunk to the values it was coded against; -1 takes it back out of the values it
- * produced (a rollback; an approximate chunk's shifts follow the earlier values, found by undo_candidates). */
-int bl_delta_decode(const bl_block *b, int direction, const uint8_t *in, size_t len, const void *held, void *out) {
+int bl_delta_decode(const bl_block *b, const uint8_t *in, size_t len, const void *held, void *out) {
     int rc = check_block(b);
-    if (rc || b->inner != BL_NONE || (direction != 1 && direction != -1)) return rc ? rc : BL_E_ARGUMENT;
+    if (rc || b->inner != BL_NONE) return rc ? rc : BL_E_ARGUMENT;
     uint16_t alphabet[RANS_CONTEXTS];
     bl_in i = {in, in + len};
     const uint8_t *kind, *field;
@@ -985,7 +1003,7 @@ int bl_delta_decode(const bl_block *b, int direction, const uint8_t *in, size_t 
     int step = 0;
     if (!len) { memmove(out, held, b->count * (size_t)(width_bits(b->dtype) / 8)); return BL_OK; }
     if ((rc = in_take(&i, 1, &kind))) return rc;
-    if (*kind > 1) return BL_E_CORRUPT;
+    if (*kind > 2) return BL_E_CORRUPT;
     if (*kind) {
         if ((rc = in_take(&i, 2, &field))) return rc;
         step = (int16_t)(uint16_t)(field[0] | field[1] << 8);
@@ -993,14 +1011,13 @@ int bl_delta_decode(const bl_block *b, int direction, const uint8_t *in, size_t 
     }
     if ((rc = rans_decode_init(&m, &d, &i, delta_alphabet(alphabet))) || (rc = open_streams(&i, &br, 1, &padded)))
         goto done;
-    uint32_t previous = 0;
+    int previous = 0;
     for (uint64_t k = 0; k < b->count; k++) {
-        uint32_t symbol;
-        if ((rc = rans_get(m, &d, (int)previous, &symbol))) break;
-        int escaped = symbol == DELTA_ESCAPE;
-        if (escaped && (!*kind || (rc = rans_get(m, &d, DELTA_EXACT_CONTEXT, &symbol)))) { rc = rc ? rc : BL_E_CORRUPT; break; }
+        uint32_t symbol, h = load_bits(held, k, b->dtype);
+        if ((rc = rans_get(m, &d, delta_context(*kind, step, h, b->dtype, previous), &symbol))) break;
         int length = (int)(symbol + 1) / 2;
-        if (length > 33 || stream_used(&br) > 8 * (size_t)(br.end - br.start)) { rc = BL_E_CORRUPT; break; }
+        int t = *kind == 1 ? delta_shift(step, h, b->dtype) : 0;
+        if (length + (t > 0 ? t : 0) > 34 || stream_used(&br) > 8 * (size_t)(br.end - br.start)) { rc = BL_E_CORRUPT; break; }
         uint64_t mag = 0;
         if (length) {
             mag = (uint64_t)1 << (length - 1);
@@ -1008,21 +1025,14 @@ int bl_delta_decode(const bl_block *b, int direction, const uint8_t *in, size_t 
             else if (length > 1) mag |= bitr_get(&br, length - 1);
         }
         int64_t c = (symbol && !(symbol & 1)) ? -(int64_t)mag : (int64_t)mag;
-        uint32_t h = load_bits(held, k, b->dtype);
-        int64_t o = ordinal(h, b->dtype);
-        if (direction > 0) {
-            int t = *kind && !escaped ? delta_shift(step, h, b->dtype) : 0;
-            if (length + t > 34) { rc = BL_E_CORRUPT; break; }
-            o += c * ((int64_t)1 << t);
-        } else if (!*kind || !c || escaped) {
-            o -= c;
-        } else if (!undo_candidate(o, c, step, b->dtype, &o)) {
-            rc = BL_E_CORRUPT;  /* not the values this chunk produced */
-            break;
+        if (t == DELTA_IN_VALUE) {
+            store_bits(out, k, b->dtype, in_value(h, c, step, b->dtype));
+        } else {
+            int64_t o = ordinal(h, b->dtype) + c * ((int64_t)1 << t);
+            if (!in_ordinals(o, b->dtype)) { rc = BL_E_CORRUPT; break; }
+            store_bits(out, k, b->dtype, from_ordinal(o, b->dtype));
         }
-        if (!in_ordinals(o, b->dtype)) { rc = BL_E_CORRUPT; break; }
-        store_bits(out, k, b->dtype, from_ordinal(o, b->dtype));
-        previous = (uint32_t)length;
+        previous = length;
     }
     if (!rc) rc = rans_decode_finish(&d);
     if (!rc) rc = close_streams(&br, 1);

@@ -70,6 +70,7 @@ def encode_tensor(plan: TensorPlan, source: NDArray[Any], level: int = 1,
         block = plan.block(block_index)
         part = source[block.begin:block.begin + block.count]
         held = None if parent is None else parent[block.begin:block.begin + block.count]
+        approximate: bytes | None = None  # the block's approximate delta chunk, once coded (not when empty)
         for step_index, step in enumerate(plan.steps):
             if step.codec is Codec.PLANES:
                 yield step_index, block_index, _encode_planes(part, level)
@@ -80,11 +81,12 @@ def encode_tensor(plan: TensorPlan, source: NDArray[Any], level: int = 1,
                 continue
             if step.codec is Codec.DELTA:
                 assert held is not None  # checked above: delta tensors have a parent
-                payload = native.delta_encode(block, part, held, step.factor)
+                payload = native.delta_encode(block, part, held, step.factor, approximate)
+                approximate = None
                 if step.factor:  # an approximation: the next step refines what the decoder makes of it
                     approximation = np.empty_like(part)
                     native.delta_decode(block, payload, held, approximation)
-                    held = approximation
+                    held, approximate = approximation, payload or None
                 yield step_index, block_index, payload
                 continue
             kind, a, c = _payload_args(step)
@@ -172,23 +174,6 @@ class TensorState:
 
     def _held(self, block: native.Block) -> NDArray[Any]:
         return self.data[block.begin:block.begin + block.count]
-
-    def undo(self, step_index: int, block_index: int, payload: memoryview) -> None:
-        """Take the last delta chunk of a block back out: its values return to what the chunk was applied to."""
-        step = self.plan.steps[step_index]
-        if step.codec not in (Codec.DELTA, Codec.XOR_PLANES) or self.block_steps[block_index] != step_index:
-            raise DecoderStateError(f"block {block_index} is at step {self.block_steps[block_index]}; only its last "
-                                    f"delta step can be undone, not step {step_index} ({step.codec.value})")
-        block = self.plan.block(block_index)
-        held = self._held(block)
-        if step.codec is Codec.XOR_PLANES:
-            if payload:
-                held ^= _decode_planes(payload, self.plan.spec.storage, block.count)
-        else:
-            before = _scratch(block.count, self.plan.spec.storage)
-            native.delta_decode(block, payload, held, before, undo=True)
-            held[:] = before
-        self.block_steps[block_index] = step_index - 1
 
     def _decode(self, step: Step, block: native.Block, payload: memoryview) -> NDArray[Any]:
         """Decode into scratch memory (this thread's), which `apply` copies into the block."""

@@ -143,8 +143,8 @@ class ExactRung(Rung, kind="exact"):
 
 @dataclass(frozen=True)
 class DeltaRung(Rung, kind="delta"):
-    """A new version approximated from the old one it updates: about `bits` significant bits of each change
-    (docs/FORMAT.md, "Deltas"); only in a delta package, before its exact rung."""
+    """A new version approximated from the old one it updates, to about `bits` bits of its own scale as an int rung
+    of that many bits would (a change below that is left to the exact rung); only in a delta package, before exact."""
 
     bits: int = 8
 

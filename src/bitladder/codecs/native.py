@@ -118,19 +118,25 @@ def decode(kind: str, block: Block, payload: bytes | memoryview, scale_rows: NDA
     _fail(status, f"{kind} chunk")
 
 
-def delta_encode(block: Block, source: NDArray[np.generic], held: NDArray[np.generic], bits: int) -> bytes:
-    """A delta chunk taking `held` towards `source` (same storage dtype): about `bits` significant bits of each
-    change, or exactly with `bits` = 0."""
-    result = _native.delta_encode(source, held, bits, *block.args)
+_DELTA_ALONE = 0x7FFF
+
+
+def delta_encode(block: Block, source: NDArray[np.generic], held: NDArray[np.generic], bits: int,
+                 after: bytes | None = None) -> bytes:
+    """A delta chunk taking `held` towards `source` (same storage dtype): to about `bits` bits of the new values'
+    scale, or exactly with `bits` = 0; `after` is the approximate chunk that made `held`, if any (its step sets
+    the exact chunk's contexts)."""
+    approximate = after is not None and len(after) >= 3 and after[0] == 1  # an exact or empty chunk sets nothing
+    step = int.from_bytes(after[1:3], "little", signed=True) if approximate and after else _DELTA_ALONE
+    result = _native.delta_encode(source, held, bits, step, *block.args)
     if isinstance(result, int):
         _fail(result, "encoding a delta chunk")
     return bytes(result)
 
 
-def delta_decode(block: Block, payload: bytes | memoryview, held: NDArray[np.generic], out: NDArray[np.generic],
-                 *, undo: bool = False) -> None:
-    """Apply a delta chunk to `held` into `out`; `undo=True` takes it back out of the values it produced."""
-    _fail(_native.delta_decode(payload, held, out, -1 if undo else 1, *block.args), "delta chunk")
+def delta_decode(block: Block, payload: bytes | memoryview, held: NDArray[np.generic], out: NDArray[np.generic]) -> None:
+    """Apply a delta chunk to `held` into `out`."""
+    _fail(_native.delta_decode(payload, held, out, *block.args), "delta chunk")
 
 
 def kernel_path(path: KernelPath | None = None) -> KernelPath:

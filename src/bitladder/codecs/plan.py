@@ -127,6 +127,12 @@ def plan_tensor(spec: TensorSpec, ladder: Ladder) -> TensorPlan:
         deltas = (Step(0, top, Codec.DELTA, 0),) if approximate is None else (
             Step(0, 0, Codec.DELTA, approximate.bits), Step(1, top, Codec.DELTA, 0))
         return TensorPlan(spec, deltas, NativeDtype.NONE, 1, 1, ladder.block_size)
+    if ladder.delta is not None and is_float(spec.dtype) and spec.numel >= max(ladder.min_size, 1):
+        # A tensor of a delta that its parent does not predict (new, or changed beyond recognition) climbs an int
+        # ladder of the delta rung's bits (2..8) instead: first rung int, then exact.
+        first = IntRung(bits=min(max(ladder.delta.bits, 2), 8))
+        steps_int = (Step(0, 0, Codec.INT, 1), Step(1, top, Codec.INT_EXACT))
+        return TensorPlan(spec, steps_int, NativeDtype.NONE, first.max_code, _columns(spec, 0), ladder.block_size)
     if ladder.delta is not None or not is_float(spec.dtype) or spec.numel < max(ladder.min_size, 1):
         return TensorPlan(spec, (Step(0, top, Codec.PLANES),), NativeDtype.NONE, 1, 1, ladder.block_size)
     lossy: list[tuple[int, Rung]] = []

@@ -140,7 +140,7 @@ class ProgressiveModel(RuntimeFacade):
         return 0.0 if self._calls else time.monotonic() - self._last_call
 
     def rollback(self) -> None:
-        """Return to the version before the last update, bit-exact (decoded back from the update's bytes)."""
+        """Return to the version before the last update, bit-exact (from the reverse delta the update kept)."""
         if self._update is None:
             raise RuntimeUpdateError("no update to roll back")
         self._update.rollback()

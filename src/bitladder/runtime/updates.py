@@ -4,8 +4,11 @@ The model keeps serving its version while an update streams in. `ATOMIC` decodes
 (only the tensors it changes) and swaps them all in one write-locked step, so no forward pass sees part of it;
 `INCREMENTAL` swaps each changed tensor as it reaches a rung of the update (`rungs()` shows the mixture). An
 update that fails or is cancelled before it is complete leaves the model exactly on the old version (tensors that
-incremental mode already swapped are taken back). After activation the update keeps its own bytes — the
-compressed delta, not the old weights — and `rollback()` decodes them backwards into the old version, bit-exact.
+incremental mode already swapped are taken back). Before a changed tensor's old values are let go, the update codes
+them as an exact delta against the new ones (the core's delta codec, on this thread, off the forward path) and keeps
+that: `rollback()` decodes it into the old version, bit-exact. What it keeps (`kept_bytes`) is about the size of the
+update itself, not a copy of the old weights; incremental mode holds the old values of a tensor between its first
+swap and its exact one.
 
 >>> update = model.update("v1-to-v2.blad", activate=Activation.MANUAL)    # doctest: +SKIP
 >>> update.wait_ready(); update.activate()                              # doctest: +SKIP
@@ -21,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import ml_dtypes
@@ -28,14 +32,19 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from ..codecs.blocks import TensorState
+from ..codecs import native
+from ..codecs.native import Block, NativeDtype
+from ..codecs.states import TensorSpec, is_float
 from ..errors import BitladderError, LineageError, UsageError
-from ..format.reader import Package, StreamDecoder, TensorUpdate
+from ..format.reader import StreamDecoder, TensorUpdate
 from ..format.signing import Trust, check_downgrade
 from ..format.spec import Manifest
 from .core import ApplyMode
 from .errors import RuntimeUpdateError
 from .feed import DEFAULT_PIECE, file_pieces
+
+REVERSE_BLOCK = 1 << 18
+"""Elements per block of the reverse delta a rollback decodes."""
 
 
 class Activation(enum.StrEnum):
@@ -152,8 +161,8 @@ class VersionUpdate:
         self.state = UpdateState.STREAMING
         self.error: BitladderError | None = None
         self.manifest: Manifest | None = None
-        self._data = bytearray()              # the update's bytes: what a rollback decodes backwards
-        self._swapped: dict[str, int] = {}    # tensor -> chunks applied to the module (incremental mode)
+        self._old: dict[str, NDArray[Any]] = {}        # old values of tensors swapped but not yet exact
+        self._reverse: dict[str, list[bytes]] = {}     # per tensor, exact delta blocks from the new values to the old
         self._rungs: dict[str, str] = {}
         self._unused_before: dict[str, NDArray[np.generic]] = {}
         self.activated_at: float | None = None
@@ -191,12 +200,12 @@ class VersionUpdate:
         self._thread.join()
 
     def rollback(self) -> None:
-        """Return an active update to the old version, bit-exact, from the update's own bytes."""
+        """Return an active update to the old version, bit-exact, from the reverse delta it kept."""
         with self._cond:
             if self.state is not UpdateState.ACTIVE:
                 raise RuntimeUpdateError(f"only an active update can be rolled back; this one is {self.state.value}")
-        assert self.manifest is not None
-        self._undo(self.manifest, None)
+        self._restore()
+        self._tensors.unused = self._unused_before
         with self._cond:
             self.state = UpdateState.ROLLED_BACK
             self._cond.notify_all()
@@ -209,8 +218,8 @@ class VersionUpdate:
 
     @property
     def kept_bytes(self) -> int:
-        """What the update keeps for a rollback: its compressed bytes."""
-        return len(self._data)
+        """What the update keeps for a rollback: the reverse delta, and old values of tensors not yet exact."""
+        return sum(len(p) for blocks in self._reverse.values() for p in blocks) + sum(a.nbytes for a in self._old.values())
 
     # -- the update thread ----------------------------------------------------------------------------------
 
@@ -220,7 +229,6 @@ class VersionUpdate:
             for piece in pieces:
                 if self._cancel:
                     raise _Cancelled
-                self._data += piece
                 fed = decoder.feed(piece)
                 if self.manifest is None and decoder.manifest is not None:
                     self._accept(decoder.manifest)
@@ -233,6 +241,10 @@ class VersionUpdate:
             self._revert(UpdateState.CANCELLED, None)
         except BitladderError as exc:
             self._revert(UpdateState.FAILED, exc)
+        except Exception as exc:  # a defect must still end the update (waiters would hang) and restore the model
+            failure = RuntimeUpdateError(f"the update stopped on an internal error: {type(exc).__name__}: {exc}")
+            failure.__cause__ = exc
+            self._revert(UpdateState.FAILED, failure)
 
     def _accept(self, manifest: Manifest) -> None:
         held = self._held
@@ -250,25 +262,35 @@ class VersionUpdate:
             self._rungs = dict.fromkeys(sorted(changed), "old")
 
     def _swap_incremental(self, decoder: StreamDecoder, updates: tuple[TensorUpdate, ...]) -> None:
-        assert self.manifest is not None
-        changes = {u.name: self._tensors.tensor(u.name, decoder.tensor(u.name, raw=True))
-                   for u in updates if u.name in self._rungs and self._tensors.has(u.name)}
-        if not changes:
+        manifest = self.manifest
+        assert manifest is not None
+        ready = [u for u in updates if u.name in self._rungs and self._tensors.has(u.name)]
+        if not ready:
             return
-        self._swap(changes)
+        held = self._tensors.held()
+        for update in ready:
+            if update.name not in self._old:
+                self._old[update.name] = self._storage(update.name, held[update.name]).copy()
+        self._swap({u.name: self._tensors.tensor(u.name, decoder.tensor(u.name, raw=True)) for u in ready})
+        top = len(manifest.ladder.rungs) - 1
+        for update in ready:
+            if update.reaches == top:
+                self._reverse[update.name] = self._reverse_delta(update.name, self._old.pop(update.name),
+                                                                 decoder.tensor(update.name, raw=True))
         with self._cond:
-            for update in updates:
-                if update.name in self._rungs:
-                    self._rungs[update.name] = self.manifest.ladder.names[update.reaches]
-                    self._swapped[update.name] = update.chunk + 1
+            for update in ready:
+                self._rungs[update.name] = manifest.ladder.names[update.reaches]
 
     def _ready(self, decoder: StreamDecoder) -> None:
         assert self.manifest is not None
         self._unused_before = dict(self._tensors.unused)
         unused = {name: decoder.tensor(name) for name in self._tensors.unused}
         if self.apply is ApplyMode.ATOMIC:
-            changes = {name: self._tensors.tensor(name, decoder.tensor(name, raw=True)) for name in self._rungs
-                       if self._tensors.has(name)}
+            names = [name for name in self._rungs if self._tensors.has(name)]
+            held = self._tensors.held()
+            reverse = {name: self._reverse_delta(name, self._storage(name, held[name]), decoder.tensor(name, raw=True))
+                       for name in names}  # coded while the model still holds the old values; kept once swapped
+            changes = {name: self._tensors.tensor(name, decoder.tensor(name, raw=True)) for name in names}
             with self._cond:
                 self.state = UpdateState.READY
                 self._cond.notify_all()
@@ -277,6 +299,7 @@ class VersionUpdate:
                         raise _Cancelled
                     self._cond.wait(0.05)
             self._swap(changes)
+            self._reverse = reverse
         self._tensors.unused = unused
         top = self.manifest.ladder.names[-1]
         with self._cond:
@@ -296,45 +319,57 @@ class VersionUpdate:
 
     def _revert(self, state: UpdateState, error: BitladderError | None) -> None:
         """The update did not go live: take back what incremental mode swapped, then record why."""
-        if self._swapped and self.manifest is not None:
-            self._undo(self.manifest, self._swapped)
+        self._restore()
         with self._cond:
             self._rungs = dict.fromkeys(self._rungs, "old")
             self.state, self.error = state, error
             self._cond.notify_all()
 
-    def _undo(self, manifest: Manifest, applied: dict[str, int] | None) -> None:
-        """Decode the update's chunks backwards from the module's values: per tensor, the chunks before
-        `applied[name]` (None: all of them), last first. One swap puts the old values back."""
-        package = _bytes_package(self._data, manifest)
+    def _spec(self, name: str) -> TensorSpec:
+        assert self.manifest is not None
+        return self.manifest.tensors[self._index[name]]
+
+    @cached_property
+    def _index(self) -> dict[str, int]:
+        assert self.manifest is not None
+        return {spec.name: index for index, spec in enumerate(self.manifest.tensors)}
+
+    def _storage(self, name: str, array: NDArray[Any]) -> NDArray[Any]:
+        return np.ascontiguousarray(array).reshape(-1).view(self._spec(name).storage)
+
+    def _blocks(self, name: str) -> list[Block]:
+        spec = self._spec(name)
+        dtype = NativeDtype[spec.dtype]
+        return [Block(dtype, NativeDtype.NONE, 1, begin, min(REVERSE_BLOCK, spec.numel - begin), 1)
+                for begin in range(0, spec.numel, REVERSE_BLOCK)]
+
+    def _reverse_delta(self, name: str, old: NDArray[Any], new: NDArray[Any]) -> list[bytes]:
+        """Exact delta blocks that take the tensor's new values back to `old` (a non-float tensor keeps `old`)."""
+        if not is_float(self._spec(name).dtype):
+            return [old.tobytes()]
+        new = new.reshape(-1)
+        return [native.delta_encode(block, old[block.begin:block.begin + block.count],
+                                    new[block.begin:block.begin + block.count], 0) for block in self._blocks(name)]
+
+    def _restore(self) -> None:
+        """One swap puts back the old values of every tensor this update changed in the model."""
         held = self._tensors.held()
-        undo = [index for index, entry in enumerate(manifest.chunks)
-                if (name := manifest.tensors[entry.tensor].name) in self._rungs
-                and (applied is None or index < applied.get(name, 0))]
-        states: dict[int, TensorState] = {}
-        for index in undo:  # each block's state once its applied chunks are counted
-            entry = manifest.chunks[index]
-            plan = manifest.plans[entry.tensor]
-            if not plan.needs_parent:
-                raise RuntimeUpdateError(f"tensor {plan.spec.name!r} came whole in the update; it cannot be taken back")
-            if entry.tensor not in states:
-                bits = np.ascontiguousarray(held[plan.spec.name]).reshape(-1).view(plan.spec.storage)
-                states[entry.tensor] = TensorState(plan, bits)
-            states[entry.tensor].block_steps[entry.block] = entry.step
-        for index in reversed(undo):
-            entry = manifest.chunks[index]
-            states[entry.tensor].undo(entry.step, entry.block, package.chunk_bytes(index))
-        self._swap({name: self._tensors.tensor(name, s.bits()) for t, s in states.items()
-                    if self._tensors.has(name := manifest.tensors[t].name)})
-        if applied is None:
-            self._tensors.unused = self._unused_before
-
-
-def _bytes_package(data: bytearray, manifest: Manifest) -> Package:
-    package = Package(bytes(data))
-    if package.manifest.weights != manifest.weights:
-        raise RuntimeUpdateError("the kept update bytes do not match the update's manifest")
-    return package
+        old = dict(self._old)
+        for name, payloads in self._reverse.items():
+            spec = self._spec(name)
+            if not is_float(spec.dtype):
+                old[name] = np.frombuffer(payloads[0], spec.storage).copy()
+                continue
+            current = self._storage(name, held[name])
+            values = np.empty_like(current)
+            for block, payload in zip(self._blocks(name), payloads, strict=True):
+                part = slice(block.begin, block.begin + block.count)
+                native.delta_decode(block, payload, current[part], values[part])
+            old[name] = values
+        if old:
+            self._swap({name: self._tensors.tensor(name, values) for name, values in old.items()})
+        self._old.clear()
+        self._reverse.clear()
 
 
 class _Cancelled(Exception):
