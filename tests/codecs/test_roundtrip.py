@@ -92,3 +92,15 @@ def test_error_never_grows_rung_over_rung(ladder_text, dtype, seed, shape, group
     assert all(after <= before for before, after in zip(errors, errors[1:], strict=False)), errors
     if Ladder.parse(ladder_text).is_lossless:
         assert errors[-1] == 0.0
+
+
+@pytest.mark.parametrize("ladder_text", ["int3,fp16,exact", "int8,exact", "int4,bf16,exact"])
+def test_rows_shorter_than_the_streams(ladder_text):
+    """Rows of 1 or 2 elements put every refinement index in the first bit streams (each row's tile restarts the
+    stream rotation); the encoder's buffers must hold that (hypothesis found it on an all-zero tensor)."""
+    for group, values in ((2, np.zeros(72, np.float32)), (1, np.linspace(-3, 3, 300, dtype=np.float32))):
+        ladder = Ladder.parse(ladder_text, group_size=group, min_size=0)
+        plan = plan_tensor(TensorSpec("t", "F32", (values.size, 1) if group == 1 else (2, 6, 6)), ladder)
+        order = [b for b in range(plan.blocks) for _ in plan.steps]
+        state = _apply_in_order(plan, values.view(np.uint32), order)
+        assert state.bits().tobytes() == values.view(np.uint32).tobytes()

@@ -589,8 +589,11 @@ int64_t bl_refine_encode(const bl_block *b, int kind, const void *src, const uin
     uint64_t row0 = b->begin / b->columns, rows = bl_block_rows(b);
     uint8_t *sym = malloc(b->count + rows + 1), *ctx = malloc(b->count + rows + 1), *ulane = malloc(b->count + 1);
     uint16_t *uniform = malloc((b->count + 1) * sizeof *uniform), *usym = malloc((b->count + 1) * sizeof *usym);
-    /* A main stream takes a quarter of the elements at <= 32 bits each, the zero stream any of them at <= 33. */
-    size_t lane_cap = 5 * (b->count / MAIN_STREAMS + 1) + 16, zero_cap = 5 * b->count + 16;
+    /* Element j of a tile goes to main stream j % 4, at <= 34 bits, and tiles restart at each row segment: a stream
+     * takes at most a quarter of the elements plus one per tile (short rows fill stream 0 first). The zero stream
+     * takes any of them at <= 33 bits. */
+    uint64_t tiles = rows + b->count / BL_TILE + 1;
+    size_t lane_cap = 5 * (b->count / MAIN_STREAMS + tiles + 1) + 16, zero_cap = 5 * b->count + 16;
     size_t lane_at[REFINE_STREAMS + 1];
     for (int l = 0; l <= REFINE_STREAMS; l++) lane_at[l] = (size_t)(l < ZERO_STREAM ? l : ZERO_STREAM) * lane_cap +
                                                            (l > ZERO_STREAM ? zero_cap : 0);
