@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from .format.reader import Package, StreamDecoder
 from .format.signing import SigningKey, Trust, load_signing_key
 from .format.spec import Manifest, Parent
 from .format.writer import PackageWriter, Priorities
-from .sources import SourceModel, from_arrays, load_source
+from .sources import SourceModel, SourceTensor, from_arrays, load_source
 
 Progress = Callable[[int, int, str], None]
 """Called as progress(source_bytes_done, source_bytes_total, tensor_name)."""
@@ -73,13 +73,28 @@ def encode(
     source_info = {"format": model.format, "digest": model.digest(), "metadata": model.metadata}
     writer = PackageWriter(output, model_id, model_version, source_info, ladder, schedule, priorities,
                            signing_key=signing_key)
+
+    def coded(tensor: SourceTensor) -> Coded:
+        return tensor.spec, None, encode_tensor(plan_tensor(tensor.spec, ladder), tensor.data, level)
+
+    return _write(writer, model, ladder, coded, progress)
+
+
+Coded = tuple[TensorSpec, NDArray[Any] | None, Iterable[tuple[int, int, bytes]]]
+"""How one tensor goes into a package: its spec, the parent values it is coded against (or None), its payloads."""
+
+
+def _write(writer: PackageWriter, model: SourceModel, ladder: Ladder, coded: Callable[[SourceTensor], Coded],
+           progress: Progress | None) -> Manifest:
+    """Every tensor of `model` into `writer`, with the SQNR per rung measured on the way (recorded in the manifest)."""
     total, done = model.nbytes, 0
-    meter = QualityMeter(ladder)  # SQNR per rung, recorded in the manifest
+    meter = QualityMeter(ladder)
     try:
         for tensor in model.tensors.values():
-            index, plan = writer.add_tensor(tensor.spec, tensor.data)
-            probe = meter.tensor(plan, tensor.data)
-            for step, block, payload in encode_tensor(plan, tensor.data, level):
+            spec, parent, payloads = coded(tensor)
+            index, plan = writer.add_tensor(spec, tensor.data)
+            probe = meter.tensor(plan, tensor.data, parent)
+            for step, block, payload in payloads:
                 writer.add_chunk(index, step, block, payload)
                 probe.add(step, block, payload)
             done += tensor.spec.nbytes
@@ -193,26 +208,14 @@ def diff(
     parent = Parent(parent_id, parent_version, model_weights(old_model))
     source_info = {"format": new_model.format, "digest": new_model.digest(), "metadata": new_model.metadata}
     writer = PackageWriter(output, model_id, version, source_info, ladder, parent=parent, signing_key=signing_key)
-    total, done = new_model.nbytes, 0
-    meter = QualityMeter(ladder)
-    try:
-        for tensor in new_model.tensors.values():
-            held = old_model.tensors.get(tensor.name)
-            parent_data = held.data if held is not None and held.spec == tensor.spec else None
-            spec, payloads = _cheaper_coding(tensor.spec, tensor.data, parent_data, ladder, level)
-            index, plan = writer.add_tensor(spec, tensor.data)
-            probe = meter.tensor(plan, tensor.data, parent_data if spec.delta else None)
-            for step, block, payload in payloads:
-                writer.add_chunk(index, step, block, payload)
-                probe.add(step, block, payload)
-            done += tensor.spec.nbytes
-            if progress is not None:
-                progress(done, total, tensor.name)
-        writer.quality = meter.quality()
-        return writer.finish()
-    except BaseException:
-        writer.abort()
-        raise
+
+    def coded(tensor: SourceTensor) -> Coded:
+        held = old_model.tensors.get(tensor.name)
+        parent_data = held.data if held is not None and held.spec == tensor.spec else None
+        spec, payloads = _cheaper_coding(tensor.spec, tensor.data, parent_data, ladder, level)
+        return spec, parent_data if spec.delta else None, payloads
+
+    return _write(writer, new_model, ladder, coded, progress)
 
 
 FAR_BELOW_DB = 30.0
@@ -222,10 +225,12 @@ cheaper coding wins: an old version that far off (a retrained head) predicts the
 
 def _sqnr_db(dtype: str, new: NDArray[Any], old: NDArray[Any]) -> float:
     """How close the old values are to the new (finite values only)."""
-    reference, test = to_f32(new, dtype).astype(np.float64), to_f32(old, dtype).astype(np.float64)
-    finite = np.isfinite(reference) & np.isfinite(test)
-    noise = float(np.sum((reference[finite] - test[finite]) ** 2))
-    return float("inf") if noise == 0 else 10 * np.log10(max(float(np.sum(reference[finite] ** 2)), 1e-300) / noise)
+    with np.errstate(all="ignore"):  # NaNs and infinities are dropped below
+        reference, test = to_f32(new, dtype).astype(np.float64), to_f32(old, dtype).astype(np.float64)
+        finite = np.isfinite(reference) & np.isfinite(test)
+        noise = float(np.sum((reference[finite] - test[finite]) ** 2))
+        signal = float(np.sum(reference[finite] ** 2))
+    return float("inf") if noise == 0 else 10 * np.log10(max(signal, 1e-300) / noise)
 
 
 def _cheaper_coding(spec: TensorSpec, data: NDArray[Any], parent: NDArray[Any] | None, ladder: Ladder,

@@ -95,11 +95,12 @@ def _int_rows(plan: TensorPlan, source: NDArray[Any], values: NDArray[np.float32
         for row in np.flatnonzero(patterns >= non_finite):  # a row with an infinity or NaN: its finite values
             finite = np.abs(floats[first + row][np.isfinite(floats[first + row])])
             peaks[row] = finite.max() if finite.size else 0
-        squares = np.square(floats[first:last, ::_COLUMN_STRIDE])
-        for factor in factors:
-            width = np.square(peaks * np.float32(factor / plan.max_code)) / np.float32(12)
-            # fmin: an infinity or NaN (sent exact) counts as one cell
-            rows[factor][first:last] = np.fmin(squares, width[:, None]).sum(axis=1, dtype=np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):  # infinities and NaNs are meant to fall out below
+            squares = np.square(floats[first:last, ::_COLUMN_STRIDE])
+            for factor in factors:
+                width = np.square(peaks * np.float32(factor / plan.max_code)) / np.float32(12)
+                # fmin: an infinity or NaN (sent exact) counts as one cell
+                rows[factor][first:last] = np.fmin(squares, width[:, None]).sum(axis=1, dtype=np.float64)
     scale = columns / len(range(0, columns, _COLUMN_STRIDE))
     return {factor: per_row * scale for factor, per_row in rows.items()}
 
@@ -210,7 +211,8 @@ class TensorProbe:
         if step.codec is Codec.DELTA:
             assert self._parent is not None  # a delta step decodes against its parent
             old = to_f32(self._parent, self._plan.spec.dtype)
-            return np.array([_finite_energy(values[begin:end] - old[begin:end]) for begin, end in bounds])
+            with np.errstate(over="ignore", invalid="ignore"):  # _finite_energy drops the non-finite differences
+                return np.array([_finite_energy(values[begin:end] - old[begin:end]) for begin, end in bounds])
         if self._int_rows is None:
             self._int_rows = _int_rows(self._plan, self._source, values)
         return _per_block(self._int_rows[step.factor], self._plan.columns, bounds)
