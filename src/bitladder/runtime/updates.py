@@ -1,8 +1,8 @@
 """Version updates of a running model: a delta package applied live, activated by a policy, and rolled back.
 
-The model keeps serving its version while an update streams in. `ATOMIC` decodes the whole update beside the model
-(only the tensors it changes) and swaps them all in one write-locked step, so no forward pass sees part of it;
-`INCREMENTAL` swaps each changed tensor as it reaches a rung of the update (`rungs()` shows the mixture). An
+The model keeps serving its version while an update streams in. `ApplyMode.ATOMIC` decodes the whole update beside
+the model (only the tensors it changes) and swaps them all in one write-locked step, so no forward pass sees part of
+it; `ApplyMode.INCREMENTAL` swaps each changed tensor as it reaches a rung of the update (`rungs()` shows the mix). An
 update that fails or is cancelled before it is complete leaves the model exactly on the old version (tensors that
 incremental mode already swapped are taken back). Before a changed tensor's old values are let go, the update codes
 them as an exact delta against the new ones (the core's delta codec, on this thread, off the forward path) and keeps
@@ -10,9 +10,9 @@ that: `rollback()` decodes it into the old version, bit-exact. What it keeps (`k
 update itself, not a copy of the old weights; incremental mode holds the old values of a tensor between its first
 swap and its exact one.
 
->>> update = model.update("v1-to-v2.blad", activate=Activation.MANUAL)    # doctest: +SKIP
->>> update.wait_ready(); update.activate()                              # doctest: +SKIP
->>> model.rollback()                                                    # doctest: +SKIP
+>>> update = model.update("v1-to-v2.blad", activate="manual")          # doctest: +SKIP
+>>> update.wait(UpdateState.READY); update.activate(); update.wait()   # doctest: +SKIP
+>>> model.rollback()                                                  # doctest: +SKIP
 """
 
 from __future__ import annotations
