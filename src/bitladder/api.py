@@ -182,8 +182,9 @@ def diff(
     trust: Trust | None = None,
 ) -> Manifest:
     """A delta package at `output` that takes a device holding `old` to `new`: first an approximation of every
-    changed tensor (about `approximate_bits` bits of each change; None: no approximate rung), then `new`
-    bit-exact. Unchanged tensors cost a few bytes; tensors that are new or changed shape travel whole.
+    changed tensor (to about `approximate_bits` bits of its own scale, as an int rung of that many bits; a change
+    smaller than that waits; None: no approximate rung), then `new` bit-exact. Unchanged tensors cost nothing; a
+    tensor that is new, changed shape, or is predicted poorly by its old version climbs an int ladder instead.
 
     `old` and `new` are model files, packages, `SourceModel`s or arrays. The delta's parent is `old`: its id and
     version come from `old`'s package, or from `model_id` and `parent_version` for a model file.

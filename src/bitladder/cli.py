@@ -286,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--model-id", help="model id (default: the old package's, or the output file stem)")
     diff.add_argument("--parent-version", help="version of OLD when it is a model file (a package records its own)")
     diff.add_argument("--approximate-bits", type=int, default=8,
-                      help="bits of each change the first, approximate rung keeps (default 8; 0: no approximate rung)")
+                      help="precision of the first, approximate rung in bits of each tensor's scale, as intN (default 8; "
+                           "0: no approximate rung)")
     diff.add_argument("--level", type=int, default=DEFAULT_LEVEL, help=f"zstd level (default {DEFAULT_LEVEL})")
     diff.add_argument("--sign", metavar="KEY.key", help="sign the update with this key (from bitladder keygen)")
     add_trust(diff, "read OLD and NEW packages")

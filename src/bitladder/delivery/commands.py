@@ -301,8 +301,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     delta.add_argument("--model-id", help="model id (default: a package's own, or the only one the server holds at "
                                           "VERSION)")
     delta.add_argument("--name", help="name to publish the delta as (default ID-VERSION-to-NEWVERSION.blad)")
-    delta.add_argument("--approximate-bits", type=int, help="bits of each change in the first, approximate rung "
-                                                            "(default 8; 0: exact only)")
+    delta.add_argument("--approximate-bits", type=int, help="precision of the first, approximate rung in bits of each "
+                                                            "tensor's scale, as intN (default 8; 0: exact only)")
     delta.add_argument("--sign", metavar="KEY.key", help="sign the delta with this key (from bitladder keygen)")
     add_trust(push, "push, and code deltas against,")
     push.set_defaults(run=cmd_push)
