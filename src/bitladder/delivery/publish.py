@@ -62,6 +62,8 @@ from .verify import PackageVerifier
 log = logging.getLogger(__name__)
 
 _RENAMES = threading.Lock()
+_DELTA_CHECKS = threading.Semaphore(1)
+"""Deltas decoded against their parents one at a time: each holds two models' weights while it runs."""
 SPOOL = 1024 * 1024  # body bytes gathered on the loop before one worker-thread call writes and verifies them
 
 
@@ -158,8 +160,9 @@ class _Upload:
             return Package.open(path).decode(parent=below)
 
         entries = [entry for entry in self._lineage.entries() if entry["name"] != self.name]
-        base = rebuild(entries, parent.model_id, parent.version, parent.weights, decode)
-        check_applies(manifest, Package.open(self.temporary).decode(parent=base))
+        with _DELTA_CHECKS:
+            base = rebuild(entries, parent.model_id, parent.version, parent.weights, decode)
+            check_applies(manifest, Package.open(self.temporary).decode(parent=base))
         log.info("PUT %s: delta %r %s <- %s applies (checked in %.2f s)", self.name, manifest.model_id,
                  manifest.model_version, parent.version, time.perf_counter() - started)
 
