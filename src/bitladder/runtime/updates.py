@@ -91,14 +91,14 @@ class ModelTensors:
 
     def held(self) -> dict[str, NDArray[np.generic]]:
         """The module's tensors as numpy arrays in their package dtypes (bfloat16 via ml_dtypes), and the unused."""
-        arrays: dict[str, NDArray[np.generic]] = dict(self.unused)
-        for name, tensor in self._targets.items():
-            data = tensor.detach().cpu().contiguous()
-            if data.dtype == torch.bfloat16:
-                arrays[name] = data.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-            else:
-                arrays[name] = data.numpy()
-        return arrays
+        return {**self.unused, **{name: self.array(name) for name in self._targets}}
+
+    def array(self, name: str) -> NDArray[np.generic]:
+        """One module tensor as `held` gives it."""
+        data = self._targets[name].detach().cpu().contiguous()
+        if data.dtype == torch.bfloat16:
+            return data.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+        return data.numpy()
 
     def has(self, name: str) -> bool:
         return name in self._targets
@@ -151,7 +151,7 @@ class VersionUpdate:
             raise UsageError("at= is given exactly with activate=Activation.AT")
         self.previous = held
         """The version the model held before this update (and holds again after a failure or rollback)."""
-        self._held, self._tensors, self._swap, self._idle_for = held, tensors, swap, idle_for
+        self._tensors, self._swap, self._idle_for = tensors, swap, idle_for
         self.apply, self.activation, self._idle_s, self._trust = apply, activate, idle_s, trust
         self._allow_downgrade = allow_downgrade
         self._at = at.timestamp() if isinstance(at, dt.datetime) else at
@@ -247,7 +247,7 @@ class VersionUpdate:
             self._revert(UpdateState.FAILED, failure)
 
     def _accept(self, manifest: Manifest) -> None:
-        held = self._held
+        held = self.previous
         if manifest.parent is None:
             raise RuntimeUpdateError(f"{manifest.model_id!r} version {manifest.model_version!r} is a full package, "
                                      "not an update: open a new ProgressiveModel on it instead")
@@ -267,10 +267,9 @@ class VersionUpdate:
         ready = [u for u in updates if u.name in self._rungs and self._tensors.has(u.name)]
         if not ready:
             return
-        held = self._tensors.held()
-        for update in ready:
+        for update in ready:  # the old values of a tensor's first swap, until its exact one
             if update.name not in self._old:
-                self._old[update.name] = self._storage(update.name, held[update.name]).copy()
+                self._old[update.name] = self._storage(update.name, self._tensors.array(update.name)).copy()
         self._swap({u.name: self._tensors.tensor(u.name, decoder.tensor(u.name, raw=True)) for u in ready})
         top = len(manifest.ladder.rungs) - 1
         for update in ready:
@@ -287,8 +286,8 @@ class VersionUpdate:
         unused = {name: decoder.tensor(name) for name in self._tensors.unused}
         if self.apply is ApplyMode.ATOMIC:
             names = [name for name in self._rungs if self._tensors.has(name)]
-            held = self._tensors.held()
-            reverse = {name: self._reverse_delta(name, self._storage(name, held[name]), decoder.tensor(name, raw=True))
+            reverse = {name: self._reverse_delta(name, self._storage(name, self._tensors.array(name)),
+                                                 decoder.tensor(name, raw=True))
                        for name in names}  # coded while the model still holds the old values; kept once swapped
             changes = {name: self._tensors.tensor(name, decoder.tensor(name, raw=True)) for name in names}
             with self._cond:
@@ -353,14 +352,13 @@ class VersionUpdate:
 
     def _restore(self) -> None:
         """One swap puts back the old values of every tensor this update changed in the model."""
-        held = self._tensors.held()
         old = dict(self._old)
         for name, payloads in self._reverse.items():
             spec = self._spec(name)
             if not is_float(spec.dtype):
                 old[name] = np.frombuffer(payloads[0], spec.storage).copy()
                 continue
-            current = self._storage(name, held[name])
+            current = self._storage(name, self._tensors.array(name))
             values = np.empty_like(current)
             for block, payload in zip(self._blocks(name), payloads, strict=True):
                 part = slice(block.begin, block.begin + block.count)
