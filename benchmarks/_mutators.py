@@ -15,8 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import zstandard
+
 from bitladder.codecs.states import STORAGE
-from bitladder.format.spec import HEADER_SIZE, Header, digest, manifest_digest
+from bitladder.format.spec import HEADER_SIZE, MAX_MANIFEST_SIZE, Header, digest, manifest_digest, unpack_manifest
 
 # Chunk entries are [tensor, block, rung, length, digest hex]; digests are "<name>:<hex>" in the library.
 TENSOR, BLOCK, RUNG, LENGTH, DIGEST = range(5)
@@ -34,7 +36,7 @@ class Seed:
     @classmethod
     def of(cls, name: str, package: bytes) -> Seed:
         (length,) = struct.unpack_from("<Q", package, 8)
-        manifest = json.loads(package[HEADER_SIZE:HEADER_SIZE + length])
+        manifest = unpack_manifest(package[HEADER_SIZE:HEADER_SIZE + length])
         at, chunks = HEADER_SIZE + length, []
         for entry in manifest["chunks"]:
             chunks.append(package[at:at + entry[LENGTH]])
@@ -53,13 +55,18 @@ def chunk_hex(payload: bytes) -> str:
     return digest(payload).split(":", 1)[1]
 
 
-def pack(manifest: Any, data: bytes) -> bytes:
+def frame(text: bytes) -> bytes:
+    """Manifest bytes holding `text`, valid JSON or not: one zstd frame that declares its size."""
+    return zstandard.ZstdCompressor(write_content_size=True).compress(text)
+
+
+def pack(manifest: Any, data: bytes, *, body: bytes | None = None) -> bytes:
     """Header (with the manifest digest recomputed), the manifest (JSON text, bytes, or a value to write as JSON)
-    padded to 8 bytes, then `data`."""
-    if not isinstance(manifest, (str, bytes)):
-        manifest = json.dumps(manifest, separators=(",", ":"))
-    body = manifest.encode() if isinstance(manifest, str) else manifest
-    body += b" " * (-len(body) % 8)
+    in its zstd frame (or the manifest bytes `body` as they are), then `data`."""
+    if body is None:
+        if not isinstance(manifest, (str, bytes)):
+            manifest = json.dumps(manifest, separators=(",", ":"))
+        body = frame(manifest.encode() if isinstance(manifest, str) else manifest)
     return Header(len(body), manifest_digest(body)).pack() + body + data
 
 
@@ -231,9 +238,31 @@ def manifest_json(seed: Seed, rng: random.Random) -> tuple[bytes, str]:
         text = _with_text(manifest, path, texts[what])
         return pack(text, b"".join(seed.chunks)), f"{what} (depth {depth}, digits {digits}) at {list(path)}"
     body = json.dumps(manifest, separators=(",", ":")).encode()
+    if rng.random() < 0.3:  # the frame itself: the digest recomputed, so the damage reaches the decompressor
+        framed = frame(body)
+        frames = {
+            "unframed JSON": body,
+            "frame without its size": zstandard.ZstdCompressor(write_content_size=False).compress(body),
+            "bytes after the frame": framed + rng.choice((b"\x00", b" " * 7, framed)),
+            "frame cut short": framed[:rng.randrange(len(framed))],
+            "frame declaring more": _declaring(framed, rng.choice((len(body) + 1, MAX_MANIFEST_SIZE + 1, 2**39))),
+            "zero bomb": frame(bytes(rng.choice((MAX_MANIFEST_SIZE + 1, 1 << 20)))),
+        }
+        what = rng.choice(sorted(frames))
+        return pack(None, b"".join(seed.chunks), body=frames[what]), f"manifest frame: {what}"
     raw = rng.choice((b"", b"[]", b"null", b'"bitladder"', body[:-1], body + b"}", body + b" x", b"\xef\xbb\xbf" + body,
                       body.replace(b'"format"', b'"format":"x","format"', 1), body[:10] + b"\xff\xfe" + body[10:]))
     return pack(raw, b"".join(seed.chunks)), f"manifest replaced by {raw[:24]!r}... ({len(raw)} bytes)"
+
+
+def _declaring(framed: bytes, size: int) -> bytes:
+    """The frame with its header rewritten to declare `size` bytes of content (an 8-byte size field)."""
+    descriptor = framed[4]
+    single, size_flag = descriptor >> 5 & 1, descriptor >> 6
+    field = (0, 2, 4, 8)[size_flag] if size_flag else (1 if single else 0)
+    start = 5 + (0 if single else 1) + (0, 1, 2, 4)[descriptor & 3]
+    new = (descriptor & 0x3F) | 0xC0  # an 8-byte content size
+    return framed[:4] + bytes([new]) + framed[5:start] + size.to_bytes(8, "little") + framed[start + field:]
 
 
 WRONG_TYPES: tuple[Any, ...] = ([], {}, "", "x", 0, 1, -1, 2**31, 2**63, 2**64, -2**63 - 1, 10**400, 1.5, -0.0, None, True,

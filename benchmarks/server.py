@@ -17,9 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import socket
 import statistics
+import string
 import subprocess
 import sys
 import tempfile
@@ -31,7 +33,7 @@ from typing import Any
 import httpx
 
 import bitladder
-from bitladder.format.spec import HEADER_SIZE, MAX_MANIFEST_SIZE, Header, manifest_digest
+from bitladder.format.spec import HEADER_SIZE, MAX_MANIFEST_SIZE, Header, manifest_digest, pack_manifest, unpack_manifest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _baselines import _minilm_path  # noqa: E402
@@ -153,15 +155,16 @@ def latency(which: str, root: Path, count: int) -> dict[str, float]:
 
 
 def big_manifest(package: Path, out: Path, target: int = MAX_MANIFEST_SIZE) -> Path:
-    """`package` with its manifest padded (a table in `source`, 640k entries for 64 MiB) to just under `target`."""
+    """`package` with its manifest's JSON padded (a random text in `source`, which zstd cannot shrink below about
+    0.8 of its length) to just under `target` bytes."""
     data = package.read_bytes()
     header = Header.unpack(data[:HEADER_SIZE])
-    manifest = json.loads(data[HEADER_SIZE:HEADER_SIZE + header.manifest_length])
-    entry = [0, 0, 0, 262144, "0" * 64]
-    size = len(json.dumps(entry)) + 2
-    manifest["source"]["index"] = [entry] * ((target - header.manifest_length - 4096) // size)
-    body = json.dumps(manifest, separators=(", ", ": ")).encode()
-    body += b" " * (-len(body) % 8)
+    manifest = unpack_manifest(data[HEADER_SIZE:HEADER_SIZE + header.manifest_length])
+    text_size = len(json.dumps(manifest, separators=(",", ":")).encode())
+    alphabet = string.ascii_letters + string.digits + "!#$%&()*+,-./:;<=>?@[]^_`{|}~ "
+    rng = random.Random(0)
+    manifest["source"]["padding"] = "".join(rng.choices(alphabet, k=target - text_size - 4096))
+    body = pack_manifest(manifest)
     out.write_bytes(Header(len(body), manifest_digest(body)).pack() + body + data[HEADER_SIZE + header.manifest_length:])
     return out
 

@@ -32,7 +32,6 @@ import argparse
 import bisect
 import contextlib
 import io
-import json
 import os
 import random
 import statistics
@@ -63,7 +62,7 @@ from bitladder.format.signing import (
     load_trust,
     sign,
 )
-from bitladder.format.spec import HEADER_SIZE, ChunkHasher, Header, digest, manifest_digest
+from bitladder.format.spec import HEADER_SIZE, ChunkHasher, Header, digest, manifest_digest, pack_manifest, unpack_manifest
 from bitladder.outputs import write_model
 from bitladder.runtime.core import ProgressiveRuntime
 from bitladder.sources import from_arrays, load_source
@@ -99,15 +98,17 @@ class Parts:
 
 def _retarget(body: bytes, old_hex: str, new_hex: str, old_length: int | None = None, new_length: int | None = None,
               index: int | None = None) -> bytes:
-    """The manifest with one chunk's digest (and length) rewritten, padded to 8 bytes."""
-    if old_length is None or index is None:
-        return body.replace(old_hex.encode(), new_hex.encode(), 1)
-    manifest = json.loads(body)
+    """The manifest bytes with one chunk's digest (and length) rewritten (the first entry with that digest, unless
+    `index` says which)."""
+    manifest = unpack_manifest(body)
+    if index is None:
+        index = next(i for i, entry in enumerate(manifest["chunks"]) if entry[4] == old_hex)
     entry = manifest["chunks"][index]
-    assert entry[4] == old_hex and entry[3] == old_length
-    entry[3], entry[4] = new_length, new_hex
-    text = json.dumps(manifest, separators=(",", ":"), ensure_ascii=False).encode()
-    return text + b" " * (-len(text) % 8)
+    assert entry[4] == old_hex and (old_length is None or entry[3] == old_length)
+    entry[4] = new_hex
+    if new_length is not None:
+        entry[3] = new_length
+    return pack_manifest(manifest)
 
 
 def _forged_header(template: Header, body: bytes) -> Header:
@@ -161,7 +162,7 @@ def _flips(world: World, rng: random.Random, low: int) -> tuple[bytearray, list[
     for index in sorted({bisect.bisect_right(world.parts2.starts, spot) - 1 for spot in spots if spot >= body_end}):
         start, chunk = world.parts2.starts[index], world.parts2.chunks[index]
         new = bytes(data[start:start + len(chunk)])
-        if new != chunk:
+        if new != chunk and not any(HEADER_SIZE <= s < body_end for s in spots):  # a flipped manifest: no entries
             body = _retarget(body, _hex(chunk), _hex(new))
     if not any(16 <= s < 48 for s in spots):
         data[16:48] = manifest_digest(body)
@@ -227,10 +228,9 @@ def resigned(world: World, rng: random.Random) -> Case:
 def _versioned(world: World, version: str) -> bytes:
     if version in world.versions:
         return world.versions[version]
-    manifest = json.loads(world.parts2.body)
+    manifest = unpack_manifest(world.parts2.body)
     manifest["model"]["version"] = version
-    text = json.dumps(manifest, separators=(",", ":"), ensure_ascii=False).encode()
-    body = text + b" " * (-len(text) % 8)
+    body = pack_manifest(manifest)
     header = sign(Header(len(body), manifest_digest(body)), world.publisher)
     world.versions[version] = world.parts2.pack(header, body, list(world.parts2.chunks))
     return world.versions[version]

@@ -17,12 +17,13 @@ from typing import Any
 
 import httpx
 import pytest
+import zstandard
 
 import bitladder
 from bitladder.delivery import verify
 from bitladder.delivery.server import create_app
 from bitladder.format.signing import fingerprint, generate_keys, load_public_key, load_trust
-from bitladder.format.spec import HEADER_SIZE, Header, manifest_digest
+from bitladder.format.spec import HEADER_SIZE, Header, manifest_digest, unpack_manifest
 
 from .conftest import ServerThread, make_package
 
@@ -247,12 +248,12 @@ def _rewrite(data: bytes, edit: Callable[[dict[str, Any]], None], raw: tuple[str
     """The package with its manifest edited (and its digest recomputed): `edit` changes the JSON value, `raw`
     then replaces one text in the JSON (for numbers JSON writes no other way)."""
     header = Header.unpack(data[:HEADER_SIZE])
-    manifest = json.loads(data[HEADER_SIZE:HEADER_SIZE + header.manifest_length])
+    manifest = unpack_manifest(data[HEADER_SIZE:HEADER_SIZE + header.manifest_length])
     edit(manifest)
     text = json.dumps(manifest, separators=(",", ":"))  # ensure_ascii: a lone surrogate goes out as \udXXX
     if raw is not None:
         text = text.replace(*raw)
-    body = text.encode() + b" " * (-len(text) % 8)
+    body = zstandard.ZstdCompressor().compress(text.encode())
     return Header(len(body), manifest_digest(body)).pack() + body + data[HEADER_SIZE + header.manifest_length:]
 
 

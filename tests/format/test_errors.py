@@ -7,6 +7,7 @@ import struct
 import blake3
 import numpy as np
 import pytest
+import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +23,7 @@ from bitladder import (
     TruncatedError,
     UnsupportedVersionError,
 )
-from bitladder.format.spec import HEADER_SIZE, MAX_MANIFEST_SIZE
+from bitladder.format.spec import HEADER_SIZE, MAX_MANIFEST_SIZE, unpack_manifest
 
 from .conftest import tiny_arrays
 from .test_golden import GOLDEN
@@ -30,7 +31,12 @@ from .test_golden import GOLDEN
 
 def _split(package: bytes) -> tuple[dict, bytes]:
     length = struct.unpack_from("<Q", package, 8)[0]
-    return json.loads(package[HEADER_SIZE:HEADER_SIZE + length]), package[HEADER_SIZE + length:]
+    return unpack_manifest(package[HEADER_SIZE:HEADER_SIZE + length]), package[HEADER_SIZE + length:]
+
+
+def _frame(text: bytes) -> bytes:
+    """Manifest bytes holding `text` (any text: the JSON need not be valid)."""
+    return zstandard.ZstdCompressor(write_content_size=True).compress(text)
 
 
 def _head(body: bytes) -> bytes:
@@ -43,9 +49,7 @@ def _offset(manifest: dict, index: int) -> int:
 
 
 def _rebuild(manifest: dict, data: bytes) -> bytes:
-    body = json.dumps(manifest).encode()
-    body += b" " * (-len(body) % 8)
-    return _head(body) + data
+    return _head(_frame(json.dumps(manifest).encode())) + data
 
 
 def test_truncated_file_names_the_offset(tiny_package):
@@ -89,7 +93,18 @@ def test_oversize_or_malformed_manifest(tiny_package):
         with pytest.raises(ManifestError, match="digest"):
             bitladder.open(bytes(broken))
     with pytest.raises(ManifestError, match="not UTF-8 JSON"):
-        bitladder.open(_head(b"{not json" + b" " * 7))
+        bitladder.open(_head(_frame(b"{not json")))
+    text = json.dumps(_split(tiny_package)[0]).encode()
+    with pytest.raises(ManifestError, match="not one zstd frame"):
+        bitladder.open(_head(text))  # JSON that is not compressed
+    with pytest.raises(ManifestError, match="not one zstd frame"):
+        bitladder.open(_head(_frame(text) + bytes(8)))  # something after the frame
+    unsized = zstandard.ZstdCompressor(write_content_size=False).compress(text)
+    with pytest.raises(ManifestError, match="declares -1 bytes"):
+        bitladder.open(_head(unsized))
+    huge = bytearray(zstandard.ZstdCompressor(write_content_size=True).compress(bytes(MAX_MANIFEST_SIZE + 1)))
+    with pytest.raises(ManifestError, match=f"declares {MAX_MANIFEST_SIZE + 1} bytes"):
+        bitladder.open(_head(bytes(huge)))
 
 
 def _set(chunk: list, field: int, value: object) -> None:
@@ -196,9 +211,7 @@ def test_fuzz_manifest_text(edits):
     for position, text in edits:
         position %= len(manifest_text)
         manifest_text = manifest_text[:position] + text + manifest_text[position + 1:]
-    body = manifest_text.encode()
-    body += b" " * (-len(body) % 8)
-    package = _head(body)
+    package = _head(_frame(manifest_text.encode()))
     with contextlib.suppress(BitladderError):
         bitladder.open(package + _split(GOLDEN.read_bytes())[1]).decode()
 

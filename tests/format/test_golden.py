@@ -6,6 +6,7 @@ from pathlib import Path
 
 import blake3
 import numpy as np
+import zstandard
 
 import bitladder
 
@@ -19,8 +20,8 @@ GOLDEN_HEADER = bytes.fromhex(
     "424c4144"                # magic "BLAD"
     "0200"                    # format version 2, u16 LE
     "0000"                    # flags 0: unsigned
-    "2004000000000000"        # manifest length 1056, u64 LE
-    "fbd53c7cbf03650b75a785a17dab7f7e1f523480c4fab56882b2da1e50864ff0"  # BLAKE3 of the manifest bytes
+    "7202000000000000"        # manifest length 626, u64 LE
+    "21ccb4361ca20c3c12829ae1fc184dc16eeaa3fbfd1d100bc4a9fefb066048d1"  # BLAKE3 of the manifest bytes
 ) + bytes(32 + 64)            # no public key, no signature: zeros in an unsigned package
 HEADER = len(GOLDEN_HEADER)
 
@@ -32,10 +33,11 @@ def test_header_fields_sit_where_format_md_says():
     assert data[:4] == b"BLAD"
     assert struct.unpack_from("<HH", data, 4) == (2, 0)
     (manifest_length,) = struct.unpack_from("<Q", data, 8)
-    assert manifest_length % 8 == 0
     manifest = data[HEADER:HEADER + manifest_length]
     assert data[16:48] == blake3.blake3(manifest).digest()
-    parsed = json.loads(manifest)
+    text = zstandard.ZstdDecompressor().decompress(manifest, allow_extra_data=False)  # one frame, nothing after
+    assert zstandard.frame_content_size(manifest) == len(text)
+    parsed = json.loads(text)
     assert parsed["version"] == 2
     assert parsed["digest"] == "blake3"
     assert all(len(c) == 5 for c in parsed["chunks"])  # [tensor, block, rung, length, digest]

@@ -36,7 +36,16 @@ from bitladder.format.signing import (
     public_key,
     sign,
 )
-from bitladder.format.spec import FLAG_SIGNED, HEADER_SIZE, SIGNED_CONTEXT, Header, manifest_digest, version_key
+from bitladder.format.spec import (
+    FLAG_SIGNED,
+    HEADER_SIZE,
+    SIGNED_CONTEXT,
+    Header,
+    manifest_digest,
+    pack_manifest,
+    unpack_manifest,
+    version_key,
+)
 
 PIECES = (1, 7, 143, 144, 4096, 1 << 20)  # refusals come with the header: even 1-byte pieces are quick
 WHOLE = (4093, 1 << 20)                   # for streams that go through every chunk
@@ -149,12 +158,11 @@ def test_manifest_edit_with_recomputed_digest_fails_the_signature(packages, keys
     manifest digest: the digest check passes, the signature over it does not."""
     data = packages["v1"]
     length = int.from_bytes(data[8:16], "little")
-    chunks = Package.open(data).manifest.chunks
-    hex_digits = chunks[int(which * (len(chunks) - 1)) if which >= 0 else -1].digest.split(":")[1].encode()
-    body = bytearray(data[HEADER_SIZE:HEADER_SIZE + length])
-    spot = body.index(hex_digits)
-    body[spot] = ord("0") if body[spot] != ord("0") else ord("1")
-    forged = data[:16] + manifest_digest(bytes(body)) + data[48:HEADER_SIZE] + bytes(body) + data[HEADER_SIZE + length:]
+    manifest = unpack_manifest(data[HEADER_SIZE:HEADER_SIZE + length])
+    entry = manifest["chunks"][int(which * (len(manifest["chunks"]) - 1)) if which >= 0 else -1]
+    entry[4] = ("0" if entry[4][0] != "0" else "1") + entry[4][1:]
+    body = pack_manifest(manifest)
+    forged = data[:16] + manifest_digest(body) + data[48:HEADER_SIZE] + body + data[HEADER_SIZE + length:]
     with pytest.raises(ChunkIntegrityError):
         Package.open(forged).decode()  # without trust: caught later, by that chunk's digest
     _refused_everywhere(forged, _trust(keys, "publisher"), BadSignatureError)
