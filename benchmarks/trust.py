@@ -164,9 +164,14 @@ def _flips(world: World, rng: random.Random, low: int) -> tuple[bytearray, list[
         new = bytes(data[start:start + len(chunk)])
         if new != chunk and not any(HEADER_SIZE <= s < body_end for s in spots):  # a flipped manifest: no entries
             body = _retarget(body, _hex(chunk), _hex(new))
+    if len(body) == body_end - HEADER_SIZE:
+        data[HEADER_SIZE:body_end] = body
+    else:  # the rewritten manifest compressed to another length: a new copy, its header saying so
+        data = bytearray(data[:HEADER_SIZE]) + body + data[body_end:]
+        if not any(8 <= s < 16 for s in spots):
+            data[8:16] = len(body).to_bytes(8, "little")
     if not any(16 <= s < 48 for s in spots):
         data[16:48] = manifest_digest(body)
-    data[HEADER_SIZE:body_end] = body
     return data, spots
 
 
