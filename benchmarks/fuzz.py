@@ -14,10 +14,10 @@ an index is its own repro. Each input goes through `bitladder.open(bytes).decode
 Per input: typed (a BitladderError; for the stream, `Fed.error` or from `close`), untyped (any other
 exception, or a worker that died), hang (over --timeout seconds; a worker silent for 30 s is killed), memory
 (MemoryError, or a tracemalloc peak over 2x the largest legitimate allocation: that of decoding the clean seed,
-or that of a valid manifest as long as the input's, whichever is larger), disagree (random access and stream
-did not both accept with equal tensors, or both refuse), and resume broken (an input that damages only chunk
-bytes: the stream, rewound and fed the clean bytes from the offset `rewind()` names, must end with the clean
-tensors). Prints the table and writes it to benchmarks/results/fuzz.md.
+or that of a valid manifest of as much JSON as the input's manifest frame declares, whichever is larger),
+disagree (random access and stream did not both accept with equal tensors, or both refuse), and resume broken
+(an input that damages only chunk bytes: the stream, rewound and fed the clean bytes from the offset `rewind()`
+names, must end with the clean tensors). Prints the table and writes it to benchmarks/results/fuzz.md.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zstandard
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -44,7 +45,7 @@ from _mutators import MUTATIONS, Seed  # noqa: E402
 from _pool import Pool, raise_site  # noqa: E402
 
 import bitladder  # noqa: E402
-from bitladder.format.spec import HEADER_SIZE  # noqa: E402
+from bitladder.format.spec import HEADER_SIZE, MAX_MANIFEST_SIZE  # noqa: E402
 from bitladder.sources import SourceModel, SourceTensor, from_arrays, load_source  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "fuzz.md"
@@ -268,19 +269,28 @@ def run_one(data: bytes, rng: random.Random,
 
 @dataclass(frozen=True)
 class Budget:
-    """The largest legitimate allocation for an input: decoding its clean seed, or parsing a valid manifest as
-    long as the input's manifest region (`per_manifest_byte` is measured on a package of many tiny tensors)."""
+    """The largest legitimate allocation for an input: decoding its clean seed, or parsing a valid manifest of as
+    much JSON as the input's manifest frame declares (`per_json_byte` is measured on a package of many tiny
+    tensors). The reader parses what the frame declares, up to 64 MiB however small the frame: its memory follows
+    the declared JSON, not the bytes that carried it."""
 
     seeds: dict[str, int]
-    per_manifest_byte: float
+    per_json_byte: float
 
     def legitimate(self, seed: Seed, data: bytes) -> float:
-        head = max(0, min(len(data), HEADER_SIZE + _declared(data)) - HEADER_SIZE)
-        return max(self.seeds[seed.name], self.per_manifest_byte * head)
+        return max(self.seeds[seed.name], self.per_json_byte * _declared_json(data))
 
 
-def _declared(data: bytes) -> int:
-    return int.from_bytes(data[8:16], "little") if len(data) >= 16 else 0
+def _declared_json(data: bytes) -> int:
+    """Bytes of JSON the manifest frame of `data` declares, within the format's limit (0 if none can be read)."""
+    if len(data) < HEADER_SIZE:
+        return 0
+    length = int.from_bytes(data[8:16], "little")
+    try:
+        declared = zstandard.frame_content_size(data[HEADER_SIZE:HEADER_SIZE + min(length, MAX_MANIFEST_SIZE)])
+    except zstandard.ZstdError:
+        return 0
+    return max(0, min(declared, MAX_MANIFEST_SIZE))
 
 
 def _wide(folder: Path) -> bytes:
@@ -302,7 +312,7 @@ def measure_budget(seeds: list[Seed], wide: bytes, parents: dict[str, SourceMode
     if not tracing:
         tracemalloc.stop()
     wide_peak = peaks.pop("wide")
-    return Budget(peaks, wide_peak / _declared(wide))
+    return Budget(peaks, wide_peak / _declared_json(wide))
 
 
 @dataclass(frozen=True)
@@ -476,8 +486,9 @@ def report(summary: Summary, count: int, base: int, workers: int, timeout: float
         f"{count} mutated inputs (seed {base}), each through `bitladder.open(bytes).decode()` and a `StreamDecoder` fed "
         f"random piece sizes then `close()`; {workers} worker processes, {summary.seconds:.0f} s. A hang is an input "
         f"over {timeout:g} s; memory is a MemoryError, or a tracemalloc peak over 2x the largest legitimate allocation: "
-        f"the peak of decoding the clean seed (KB: {sizes}) or, if larger, that of a valid manifest as long as the input's "
-        f"({summary.budget.per_manifest_byte:.1f} bytes per manifest byte). Disagree: random access and stream differ in "
+        f"the peak of decoding the clean seed (KB: {sizes}) or, if larger, that of a valid manifest of as much JSON as "
+        f"the input's manifest frame declares ({summary.budget.per_json_byte:.1f} bytes per JSON byte; a frame may "
+        "declare up to 64 MiB however small it is). Disagree: random access and stream differ in "
         "verdict or tensors. Seeds: " + "; ".join(name for name, *_ in SEEDS + DELTA_SEEDS) + ".", "",
         summary.table(), "",
         f"Targets: 0 untyped (got {summary.count('untyped')}), 0 hangs (got {summary.count('hang')}), "
