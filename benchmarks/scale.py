@@ -100,7 +100,8 @@ def module_for(source: Path) -> object:
     """A torch module whose parameters are the file's tensors (`layers.i.weight`), allocated but not initialised."""
     import torch
 
-    shapes = [a.shape for a in load_file(str(source)).values()]
+    arrays = load_file(str(source))
+    shapes = [arrays[f"layers.{i}.weight"].shape for i in range(len(arrays))]
     with torch.device("meta"):
         layers = torch.nn.ModuleList(torch.nn.Linear(s[1], s[0], bias=False) for s in shapes)
         module = torch.nn.Module()

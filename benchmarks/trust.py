@@ -277,7 +277,7 @@ class Arrays:
     def nbytes(self, prepared: np.ndarray) -> int:
         return int(prepared.nbytes)
 
-    def stage(self, batch: dict[str, np.ndarray], rungs: dict[str, int]) -> dict[str, np.ndarray]:
+    def stage(self, batch: dict[str, np.ndarray], lowest: int) -> dict[str, np.ndarray]:
         return batch
 
     def commit(self, staged: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

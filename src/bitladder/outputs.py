@@ -28,7 +28,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -200,6 +200,9 @@ def storage_bits(dtype: str, array: NDArray[Any]) -> NDArray[Any]:
     return array.view(storage)
 
 
+_GATHER: Final = 4 << 20  # bytes: tensors smaller than this are written in batches of about this size
+
+
 def write_safetensors_to(out: IO[bytes], tensors: Mapping[str, tuple[str, NDArray[Any]]],
                          metadata: Mapping[str, str] | None = None) -> None:
     """Write `name -> (dtype, array)` as a safetensors file to an open binary file, in the given order.
@@ -217,8 +220,20 @@ def write_safetensors_to(out: IO[bytes], tensors: Mapping[str, tuple[str, NDArra
     blob += b" " * (-len(blob) % 8)
     out.write(struct.pack("<Q", len(blob)))
     out.write(blob)
+    # Small tensors go out gathered: a write call here cost about what copying 100 KiB costs, and a model may have
+    # tens of thousands of them. Large ones go out as they are (no copy).
+    gathered = bytearray()
     for dtype, array in tensors.values():
-        out.write(storage_bits(dtype, array).reshape(-1).view(np.uint8).data)
+        data = storage_bits(dtype, array).reshape(-1).view(np.uint8).data
+        small = len(data) < _GATHER
+        if small:
+            gathered += data
+        if gathered and (len(gathered) >= _GATHER or not small):
+            out.write(gathered)
+            gathered = bytearray()
+        if not small:
+            out.write(data)
+    out.write(gathered)
 
 
 def recorded_model(path: str | os.PathLike[str]) -> tuple[str, str] | None:

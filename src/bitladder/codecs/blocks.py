@@ -183,9 +183,11 @@ class TensorState:
             rows = np.zeros(block.rows, np.uint16)
             native.decode(kind, block, payload, rows, None, out, a, c)
             known = self.scales[block.first_row:block.first_row + block.rows]
-            clash = (known != 0) & (known != rows)
-            if clash.any():  # a row that straddles two blocks has one scale
-                raise ChunkIntegrityError(f"scale of row {block.first_row + int(np.argmax(clash))} differs between blocks")
+            if known.any():  # a row that straddles two blocks has one scale
+                clash = (known != 0) & (known != rows)
+                if clash.any():
+                    raise ChunkIntegrityError(f"scale of row {block.first_row + int(np.argmax(clash))} differs "
+                                              "between blocks")
             known[:] = rows
         elif kind == "half":
             native.decode(kind, block, payload, None, None, out, a, c)

@@ -65,7 +65,7 @@ class TensorPlan:
     columns: int
     block_size: int
 
-    @property
+    @cached_property
     def laddered(self) -> bool:
         return self.steps[0].codec not in (Codec.PLANES, Codec.XOR_PLANES)
 
@@ -74,7 +74,7 @@ class TensorPlan:
         """Whether the first chunk applies to the parent's values of this tensor (a delta tensor)."""
         return self.spec.delta
 
-    @property
+    @cached_property
     def scaled(self) -> bool:
         """Whether the tensor has int rungs (and so one scale per row)."""
         return any(step.codec in (Codec.INT, Codec.INT_INT) for step in self.steps)
@@ -90,15 +90,22 @@ class TensorPlan:
     def block(self, index: int) -> Block:
         begin = index * self.block_size
         count = min(self.block_size, self.spec.numel - begin)
-        dtype = NativeDtype[self.spec.dtype] if self.laddered else NativeDtype.NONE
-        return Block(dtype, self.inner, self.max_code, begin, max(count, 0), self.columns)
+        return Block(self._block_dtype, self.inner, self.max_code, begin, max(count, 0), self.columns)
+
+    @cached_property
+    def _block_dtype(self) -> NativeDtype:
+        return NativeDtype[self.spec.dtype] if self.laddered else NativeDtype.NONE
 
     def whole(self) -> Block:
         return Block(NativeDtype[self.spec.dtype], self.inner, self.max_code, 0, self.spec.numel, self.columns)
 
     def step_at(self, rung: int) -> int | None:
         """Index of the step delivered in `rung`, if any."""
-        return next((i for i, step in enumerate(self.steps) if step.rung == rung), None)
+        return self._step_of_rung.get(rung)
+
+    @cached_property
+    def _step_of_rung(self) -> dict[int, int]:
+        return {step.rung: index for index, step in enumerate(self.steps)}
 
 
 def _columns(spec: TensorSpec, group_size: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -42,7 +43,7 @@ class TensorSpec:
     delta: bool = False
     """In a delta package: coded against the parent's tensor of the same name, dtype and shape."""
 
-    @property
+    @cached_property
     def numel(self) -> int:
         numel = 1
         for side in self.shape:

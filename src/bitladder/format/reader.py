@@ -39,6 +39,7 @@ from ..errors import (
 )
 from .framer import Chunk, Fed, Framed, Framer
 from .lineage import Held, parent_values
+from .rungs import RungTally
 from .signing import Trust, check_signature
 from .spec import HEADER_SIZE, Header, Manifest, digest
 
@@ -107,7 +108,7 @@ class StreamDecoder(Framed):
         self._parents: dict[int, NDArray[Any]] = {}
         self._states: list[TensorState | None] = []
         self._released: set[int] = set()
-        self._reached: list[int] = []
+        self._reached: RungTally[int] = RungTally((), 0)
         self._names: dict[str, int] = {}
         self._last_chunk: list[int] = []
 
@@ -129,7 +130,7 @@ class StreamDecoder(Framed):
             self._parents = parent_values(manifest, self._parent)
             self._parent = None
             self._states = [None] * len(manifest.tensors)
-            self._reached = [-1] * len(manifest.tensors)
+            self._reached = RungTally(range(len(manifest.tensors)), len(manifest.ladder.rungs))
             self._names = {spec.name: index for index, spec in enumerate(manifest.tensors)}
             self._last_chunk = [-1] * len(manifest.tensors)
             for index, entry in enumerate(manifest.chunks):
@@ -147,7 +148,7 @@ class StreamDecoder(Framed):
         reached = state.rung
         if reached == self._reached[entry.tensor]:
             return None  # other blocks of the tensor are still below this rung
-        self._reached[entry.tensor] = reached
+        self._reached.set(entry.tensor, reached)
         return TensorUpdate(manifest.tensors[entry.tensor].name, entry.tensor, chunk.index, entry.rung, reached)
 
     def release(self, name: str) -> None:
@@ -187,11 +188,15 @@ class StreamDecoder(Framed):
     @property
     def rung(self) -> int:
         """The lowest rung over all tensors (-1 until every tensor has its first rung)."""
-        return min(self._reached, default=-1)
+        return self._reached.lowest if len(self._reached) else -1
 
     def rungs(self) -> dict[str, int]:
         """Rung reached by each tensor (-1: nothing yet)."""
-        return {spec.name: r for spec, r in zip(self._manifest().tensors, self._reached, strict=False)}
+        return {spec.name: self._reached[index] for index, spec in enumerate(self._manifest().tensors)}
+
+    def rung_of(self, name: str) -> int:
+        """Rung reached by one tensor (-1: nothing yet)."""
+        return self._reached[self._index(name)]
 
     def tensor(self, name: str, *, raw: bool = False) -> NDArray[np.generic]:
         """The tensor as it stands at its current rung, shaped, in its source dtype (bfloat16 as an

@@ -122,9 +122,7 @@ def digest(data: bytes | bytearray | memoryview) -> str:
     >>> digest(b"")[:15]
     'blake3:af1349b9'
     """
-    hasher = ChunkHasher()
-    hasher.update(data)
-    return hasher.digest()
+    return DIGEST_PREFIX + blake3.blake3(data).hexdigest()  # whole bytes: nothing to stage (see ChunkHasher)
 
 
 def manifest_digest(body: bytes | bytearray | memoryview) -> bytes:
@@ -295,6 +293,11 @@ class Manifest:
     @property
     def is_delta(self) -> bool:
         return self.parent is not None
+
+    @cached_property
+    def specs(self) -> dict[str, TensorSpec]:
+        """Each tensor's spec by name (names are unique), for lookups that must not scan every tensor."""
+        return {spec.name: spec for spec in self.tensors}
 
     @cached_property
     def plans(self) -> tuple[TensorPlan, ...]:
@@ -483,7 +486,9 @@ def _parse_manifest(data: Any) -> Manifest:
         quality=_parse_quality(_get(data, "quality", list, "root"), len(ladder.rungs)),
     )
     chunks = _parse_chunks(_get(data, "chunks", list, "root"), manifest.plans, ladder)
-    return dataclasses.replace(manifest, chunks=chunks)
+    parsed = dataclasses.replace(manifest, chunks=chunks)
+    parsed.__dict__["plans"] = manifest.plans  # the cached property: the same tensors and ladder, planned once
+    return parsed
 
 
 def _parse_tensors(items: list[Any]) -> tuple[TensorSpec, ...]:
@@ -523,6 +528,7 @@ def _max_chunk(plan: TensorPlan) -> int:
 def _parse_chunks(items: list[Any], plans: tuple[TensorPlan, ...], ladder: Ladder) -> tuple[ChunkEntry, ...]:
     chunks: list[ChunkEntry] = []
     next_step: dict[tuple[int, int], int] = {}
+    longest: dict[int, int] = {}  # per tensor, its _max_chunk
     position = 0
     for i, item in enumerate(items):
         where = f"chunk {i}"
@@ -540,7 +546,9 @@ def _parse_chunks(items: list[Any], plans: tuple[TensorPlan, ...], ladder: Ladde
         if next_step.get((tensor, block), 0) != step:
             raise _fail(where, f"tensor {tensor} block {block} gets rung {rung} out of order")
         next_step[(tensor, block)] = step + 1
-        if not _is_int(length, 0, _max_chunk(plan) + 1):
+        if tensor not in longest:
+            longest[tensor] = _max_chunk(plan)
+        if not _is_int(length, 0, longest[tensor] + 1):
             raise _fail(where, f"length {reprlib.repr(length)} out of range")
         if not isinstance(hex_digits, str) or len(hex_digits) != DIGEST_HEX or hex_digits.strip("0123456789abcdef"):
             raise _fail(where, f"digest {reprlib.repr(hex_digits)} is not {DIGEST_HEX} lowercase hex digits")

@@ -27,6 +27,7 @@ from ..codecs.states import TensorSpec
 from ..delivery.choice import Budget, Choice
 from ..errors import BitladderError, FormatError, UsageError
 from ..format.reader import StreamDecoder, TensorUpdate
+from ..format.rungs import RungTally
 from ..format.signing import Trust, check_downgrade
 from ..format.spec import Manifest
 from . import shutdown
@@ -46,7 +47,7 @@ P = TypeVar("P")
 class Adapter(Protocol[P]):
     """What the runtime needs from a model: its tensor names, and how to build and swap tensors.
 
-    `stage` gets the batch and every tensor's rung once the batch is in. An adapter may also define
+    `stage` gets the batch and the lowest rung over all tensors once the batch is in. An adapter may also define
     `bind(manifest)`, called when the first manifest arrives (before `names`).
     """
 
@@ -58,7 +59,7 @@ class Adapter(Protocol[P]):
 
     def nbytes(self, prepared: P) -> int: ...
 
-    def stage(self, batch: dict[str, P], rungs: dict[str, int]) -> Any: ...
+    def stage(self, batch: dict[str, P], lowest: int) -> Any: ...
 
     def commit(self, staged: Any) -> Any:
         """Install `staged`; returns what it replaced, which the runtime frees after the swap's lock."""
@@ -142,9 +143,12 @@ class ProgressiveRuntime(Generic[P]):
         self._budgeted: BudgetedPieces | None = None
         self._lock = RWLock()
         self._cond = threading.Condition()
-        self._applied: dict[str, int] = {}
+        self._applied: RungTally[str] = RungTally((), 0)  # sized when the first manifest arrives
         self._first_reaches: dict[str, int] = {}  # the rung each tensor's first chunk reaches
+        # Atomic mode: tensors prepared for the next swap, their bytes, and each tensor's rung counting them.
         self._cache: dict[str, tuple[P, int]] = {}
+        self._cached_bytes = 0
+        self._cached_or_applied: RungTally[str] = RungTally((), 0)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._running = False
@@ -168,11 +172,11 @@ class ProgressiveRuntime(Generic[P]):
     @property
     def rung(self) -> int:
         """The lowest rung applied over all the model's tensors."""
-        return min(self._applied.values())
+        return self._applied.lowest
 
     def rungs(self) -> dict[str, int]:
         """The rung applied to each of the model's tensors."""
-        return dict(self._applied)
+        return self._applied.as_dict()
 
     @property
     def running(self) -> bool:
@@ -277,11 +281,22 @@ class ProgressiveRuntime(Generic[P]):
                          pieces: Iterator[bytes]) -> tuple[list[TensorUpdate], FormatError | None]:
         """Feed until every tensor has a rung; a bad chunk after that is returned, not raised."""
         updates: list[TensorUpdate] = []
-        while True:
-            if decoder.manifest is not None and self.manifest is not decoder.manifest:
+        waiting: list[str] | None = None  # the model's tensors still without a rung, the next due last
+
+        def arrived() -> bool:
+            nonlocal waiting
+            if decoder.manifest is None:
+                return False
+            if self.manifest is not decoder.manifest:
                 self._accept_manifest(decoder.manifest)
-            if decoder.manifest is not None and self._has_first_rung(decoder):
-                return updates, None
+            if waiting is None:
+                order = {name: index for index, name in enumerate(decoder.manifest.specs)}
+                waiting = sorted(self._adapter.names(), key=order.__getitem__, reverse=True)
+            while waiting and decoder.rung_of(waiting[-1]) >= 0:  # each check stops at the first one missing
+                waiting.pop()
+            return not waiting
+
+        while not arrived():
             piece = next(pieces, None)
             if piece is None:
                 decoder.close()  # raises TruncatedError when the package is incomplete
@@ -289,17 +304,10 @@ class ProgressiveRuntime(Generic[P]):
             fed = decoder.feed(piece)
             updates += fed.updates
             if fed.error is not None:
-                if decoder.manifest is None:
-                    raise fed.error
-                if self.manifest is not decoder.manifest:
-                    self._accept_manifest(decoder.manifest)
-                if not self._has_first_rung(decoder):
+                if not arrived():
                     raise fed.error
                 return updates, fed.error
-
-    def _has_first_rung(self, decoder: StreamDecoder) -> bool:
-        reached = decoder.rungs()
-        return all(reached[name] >= 0 for name in self._adapter.names())
+        return updates, None
 
     def _accept_manifest(self, manifest: Manifest) -> None:
         if self.manifest is not None:
@@ -317,11 +325,14 @@ class ProgressiveRuntime(Generic[P]):
             if bind is not None:
                 bind(manifest)
             self._check_tensors(manifest)
+            rungs = len(manifest.ladder.rungs)
+            self._applied = RungTally(self._adapter.names(), rungs)
+            self._cached_or_applied = RungTally(self._adapter.names(), rungs)
         self.manifest = manifest
         self._first_reaches = {manifest.tensors[c.tensor].name: c.reaches for c in manifest.chunks if c.rung == 0}
 
     def _check_tensors(self, manifest: Manifest) -> None:
-        specs = {spec.name: spec for spec in manifest.tensors}
+        specs = manifest.specs
         missing = [name for name in self._adapter.names() if name not in specs]
         if missing:
             raise ModelMismatchError(f"package {manifest.model_id!r} lacks {len(missing)} tensors the model needs, "
@@ -335,11 +346,10 @@ class ProgressiveRuntime(Generic[P]):
 
     def _load_first_rung(self, decoder: StreamDecoder) -> None:
         assert self.manifest is not None
-        reached = decoder.rungs()
-        specs = {spec.name: spec for spec in self.manifest.tensors}
+        specs = self.manifest.specs
         batch = {name: self._adapter.prepare(specs[name], decoder) for name in self._adapter.names()}
-        rungs = {name: reached[name] for name in batch}
-        self._swap(self._adapter.stage(batch, rungs), rungs, per_tensor=False)
+        rungs = {name: decoder.rung_of(name) for name in batch}
+        self._swap(self._adapter.stage(batch, self._applied.lowest_with(rungs)), rungs, per_tensor=False)
 
     # -- the background thread ------------------------------------------------------------------
 
@@ -372,7 +382,7 @@ class ProgressiveRuntime(Generic[P]):
                 self._swapper = None
             with self._cond:
                 self._running = False
-                self._cache.clear()
+                self._drop_cache()
                 self._cond.notify_all()
 
     def _swap_outbox(self) -> None:
@@ -386,7 +396,7 @@ class ProgressiveRuntime(Generic[P]):
             reached = {name: rung for name, (_, rung) in ready.items()}
             try:
                 staged = self._adapter.stage({name: prepared for name, (prepared, _) in ready.items()},
-                                             {**self._applied, **reached})
+                                             self._applied.lowest_with(reached))
                 self._swap(staged, reached, per_tensor=True)
             except BitladderError as exc:
                 self.error = exc
@@ -396,7 +406,7 @@ class ProgressiveRuntime(Generic[P]):
 
     def _hand_over(self, name: str, prepared: P, reaches: int) -> None:
         if self._swapper is None:  # no stream thread yet: refinements that came with the first rung's bytes
-            staged = self._adapter.stage({name: prepared}, {**self._applied, name: reaches})
+            staged = self._adapter.stage({name: prepared}, self._applied.lowest_with({name: reaches}))
             self._swap(staged, {name: reaches}, per_tensor=True)
             return
         with self._outbox_cond:
@@ -411,7 +421,7 @@ class ProgressiveRuntime(Generic[P]):
         if not latest:
             return
         assert self.manifest is not None
-        specs = {spec.name: spec for spec in self.manifest.tensors}
+        specs = self.manifest.specs
         top = len(self.manifest.ladder.rungs) - 1
         if self._apply is ApplyMode.INCREMENTAL:
             for name, reaches in latest.items():
@@ -420,24 +430,36 @@ class ProgressiveRuntime(Generic[P]):
                 self._hand_over(name, prepared, reaches)
             return
         for name, reaches in latest.items():
+            if name in self._cache:
+                self._cached_bytes -= self._adapter.nbytes(self._cache[name][0])
             self._cache[name] = (self._adapter.prepare(specs[name], decoder), reaches)
+            self._cached_bytes += self._adapter.nbytes(self._cache[name][0])
+            self._cached_or_applied.set(name, reaches)
             _release_final(decoder, name, reaches, top)
-        cached = sum(self._adapter.nbytes(p) for p, _ in self._cache.values())
-        self.cache_peak_bytes = max(self.cache_peak_bytes, cached)
-        complete = min(max(rung, self._cache[name][1] if name in self._cache else -1)
-                       for name, rung in self._applied.items())
-        if complete > self.rung:
+        self.cache_peak_bytes = max(self.cache_peak_bytes, self._cached_bytes)
+        if self._cached_or_applied.lowest > self.rung:  # the cache completes a rung: swap it all in
             batch = {name: prepared for name, (prepared, _) in self._cache.items()}
             reached = {name: rung for name, (_, rung) in self._cache.items()}
             self._cache.clear()
-            self._swap(self._adapter.stage(batch, {**self._applied, **reached}), reached, per_tensor=False)
+            self._cached_bytes = 0
+            self._swap(self._adapter.stage(batch, self._applied.lowest_with(reached)), reached, per_tensor=False)
+
+    def _drop_cache(self) -> None:
+        """Forget what atomic mode cached for a swap that will not come (the stream ended or failed)."""
+        for name in self._cache:
+            self._cached_or_applied.set(name, self._applied[name])
+        self._cache.clear()
+        self._cached_bytes = 0
 
     def _swap(self, staged: Any, reached: dict[str, int], per_tensor: bool) -> None:
-        before = self.rung if self._applied else -1
+        before = self.rung
         with self._lock.write():
             start = time.perf_counter()  # time held, not time waiting for a forward pass to end
             retired = self._adapter.commit(staged)
             self._applied.update(reached)
+        for name, rung in reached.items():  # a tensor swapped in incremental mode, or the first rung
+            if rung > self._cached_or_applied[name]:
+                self._cached_or_applied.set(name, rung)
             seconds = time.perf_counter() - start
         del retired  # freeing the replaced tensors or session takes time: not while inference waits
         at = time.monotonic()

@@ -75,7 +75,7 @@ class OnnxAdapter:
             self._graph = self._onnx.load(os.fspath(self._model_arg), load_external_data=False)
         self._names = [name for name, proto in weight_protos(self._graph) if proto.data_type in ONNX_DTYPES]
         self._top = len(manifest.ladder.rungs) - 1
-        specs = {spec.name: spec for spec in manifest.tensors}
+        specs = manifest.specs
         if self._mode == "inputs":
             self._live = {n for n in self._names if n in specs and is_float(specs[n].dtype)
                           and specs[n].numel >= manifest.ladder.min_size and self._top > 0}
@@ -98,10 +98,10 @@ class OnnxAdapter:
     def nbytes(self, prepared: NDArray[Any]) -> int:
         return int(prepared.nbytes)
 
-    def stage(self, batch: dict[str, NDArray[Any]], rungs: dict[str, int]) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    def stage(self, batch: dict[str, NDArray[Any]], lowest: int) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         current = {**self.current, **batch}
         start = time.perf_counter()
-        if self._mode == "rebuild" or min(rungs.values()) >= self._top:
+        if self._mode == "rebuild" or lowest >= self._top:
             session, feeds = self._session(current, set()), {}
         else:
             session = self._inputs_session or self._session(current, self._live)

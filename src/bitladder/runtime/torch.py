@@ -55,7 +55,7 @@ class TorchAdapter:
     def nbytes(self, prepared: torch.Tensor) -> int:
         return prepared.numel() * prepared.element_size()
 
-    def stage(self, batch: dict[str, torch.Tensor], rungs: dict[str, int]) -> dict[str, torch.Tensor]:
+    def stage(self, batch: dict[str, torch.Tensor], lowest: int) -> dict[str, torch.Tensor]:
         return batch
 
     def commit(self, staged: dict[str, torch.Tensor]) -> list[torch.Tensor]:
