@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -110,17 +111,28 @@ class TensorState:
 
     Values and scales are allocated when the tensor's first block has decoded, not before: a manifest alone (it
     may declare a tensor of 2**40 elements behind a few kilobytes of empty chunks) reserves nothing. A delta
-    tensor starts from `parent`, the old version's values (flat, storage dtype; copied at the first chunk)."""
+    tensor starts from `parent`, the old version's values (flat, storage dtype; copied at the first chunk).
 
-    def __init__(self, plan: TensorPlan, parent: NDArray[Any] | None = None) -> None:
+    `storage` (flat, storage dtype) makes the caller's memory the values instead, e.g. a live model's parameter:
+    each block is written there once its chunk decoded whole (blocks not yet decoded keep what the memory held),
+    inside `guard()` when given (a lock that keeps readers out while a block is written)."""
+
+    def __init__(self, plan: TensorPlan, parent: NDArray[Any] | None = None, *, storage: NDArray[Any] | None = None,
+                 guard: Callable[[], AbstractContextManager[Any]] | None = None) -> None:
         if plan.needs_parent != (parent is not None):
             raise ValueError(f"tensor {plan.spec.name!r}: a parent is given exactly for delta tensors")
-        if parent is not None and (parent.dtype != plan.spec.storage or parent.shape != (plan.spec.numel,)):
-            raise ValueError(f"tensor {plan.spec.name!r}: parent values are {parent.dtype}{parent.shape}, "
-                             f"not {plan.spec.storage}({plan.spec.numel},)")
+        for given, what in ((parent, "parent values"), (storage, "storage")):
+            if given is not None and (given.dtype != plan.spec.storage or given.shape != (plan.spec.numel,)):
+                raise ValueError(f"tensor {plan.spec.name!r}: {what} are {given.dtype}{given.shape}, "
+                                 f"not {plan.spec.storage}({plan.spec.numel},)")
+        if parent is not None and storage is not None:
+            raise ValueError(f"tensor {plan.spec.name!r}: a delta tensor starts from its parent, not from storage")
+        if storage is not None and not storage.flags.writeable:
+            raise ValueError(f"tensor {plan.spec.name!r}: storage is read-only")
         self.plan = plan
         self._parent = parent
-        self._data: NDArray[Any] | None = None
+        self._data: NDArray[Any] | None = storage
+        self._guard = guard or nullcontext
         self._scales: NDArray[np.uint16] | None = None
         self._allocating = threading.Lock()  # blocks of one tensor may decode on several threads
         self.block_steps: NDArray[np.int16] = np.full(plan.blocks, -1, np.int16)
@@ -169,7 +181,9 @@ class TensorState:
         else:
             decoded = self._decode(step, block, payload)
         # Only now, the chunk decoded whole, is the tensor touched (and, at a full tensor's first block, allocated).
-        self._held(block)[:] = decoded
+        held = self._held(block)
+        with self._guard():
+            held[:] = decoded
         self.block_steps[block_index] = step_index
 
     def _held(self, block: native.Block) -> NDArray[Any]:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,18 +74,31 @@ def _check_chunk(manifest: Manifest, index: int, payload: memoryview) -> None:
 
 
 def _decode_chunk(manifest: Manifest, states: list[TensorState | None], index: int, payload: memoryview,
-                  parents: Mapping[int, NDArray[Any]]) -> TensorState:
+                  parents: Mapping[int, NDArray[Any]], placement: Placement | None = None) -> TensorState:
     """Decode verified chunk `index` into its tensor's state (created at the tensor's first chunk, from the
-    parent's values for a delta tensor)."""
+    parent's values for a delta tensor, in the memory `placement` gives for it if any)."""
     entry = manifest.chunks[index]
     state = states[entry.tensor]
     if state is None:
-        state = TensorState(manifest.plans[entry.tensor], parents.get(entry.tensor))
+        plan = manifest.plans[entry.tensor]
+        storage = None if placement is None else placement.storage(plan.spec)
+        state = TensorState(plan, parents.get(entry.tensor), storage=storage,
+                            guard=None if storage is None or placement is None else placement.guard)
     try:
         state.apply(entry.step, entry.block, payload)
     except ChunkIntegrityError as exc:
         raise ChunkIntegrityError(f"{manifest.describe_chunk(index)}: {exc}") from exc
     return state
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a decoder keeps tensors: `storage(spec)` gives the memory (flat, in the storage dtype) that holds
+    that tensor's values, or None for memory of the decoder's own; `guard()` is held while a block is written
+    there (a write lock, so that no reader sees a half-written block)."""
+
+    storage: Callable[[TensorSpec], NDArray[Any] | None]
+    guard: Callable[[], AbstractContextManager[Any]]
 
 
 class StreamDecoder(Framed):
@@ -111,6 +125,7 @@ class StreamDecoder(Framed):
         self._reached: RungTally[int] = RungTally((), 0)
         self._names: dict[str, int] = {}
         self._last_chunk: list[int] = []
+        self._placement: Placement | None = None
 
     def feed(self, data: bytes | bytearray | memoryview) -> Fed[TensorUpdate]:
         """Accept more bytes; returns the tensors that moved up, in delivery order, and the error that stopped
@@ -143,13 +158,18 @@ class StreamDecoder(Framed):
         entry = chunk.entry
         if entry.tensor in self._released:
             raise DecoderStateError(f"{manifest.describe_chunk(chunk.index)}: its tensor was released")
-        state = _decode_chunk(manifest, self._states, chunk.index, chunk.payload, self._parents)
+        state = _decode_chunk(manifest, self._states, chunk.index, chunk.payload, self._parents, self._placement)
         self._states[entry.tensor] = state
         reached = state.rung
         if reached == self._reached[entry.tensor]:
             return None  # other blocks of the tensor are still below this rung
         self._reached.set(entry.tensor, reached)
         return TensorUpdate(manifest.tensors[entry.tensor].name, entry.tensor, chunk.index, entry.rung, reached)
+
+    def place(self, placement: Placement) -> None:
+        """Decode tensors into the memory `placement` gives (those whose first chunk is still to come), e.g. a live
+        model's parameters: a block is written there once it decoded whole, under `placement.guard`."""
+        self._placement = placement
 
     def release(self, name: str) -> None:
         """Forget a tensor whose last chunk has been decoded, once the caller holds it (its memory is freed

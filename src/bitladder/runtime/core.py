@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 from ..codecs.states import TensorSpec
 from ..delivery.choice import Budget, Choice
 from ..errors import BitladderError, FormatError, UsageError
-from ..format.reader import StreamDecoder, TensorUpdate
+from ..format.reader import Placement, StreamDecoder, TensorUpdate
 from ..format.rungs import RungTally
 from ..format.signing import Trust, check_downgrade
 from ..format.spec import Manifest
@@ -48,7 +48,9 @@ class Adapter(Protocol[P]):
     """What the runtime needs from a model: its tensor names, and how to build and swap tensors.
 
     `stage` gets the batch and the lowest rung over all tensors once the batch is in. An adapter may also define
-    `bind(manifest)`, called when the first manifest arrives (before `names`).
+    `bind(manifest)`, called when the first manifest arrives (before `names`), and `storage(spec)`: memory of the
+    tensor's (flat, in the package's storage dtype) that the first stream decodes into in place in incremental
+    mode, or None; `prepare` of such a tensor then hands back the tensor that memory belongs to.
     """
 
     def names(self) -> Collection[str]: ...
@@ -255,6 +257,11 @@ class ProgressiveRuntime(Generic[P]):
 
     def _start(self, source: Source, first: bool) -> None:
         decoder, pieces = open_source(source, self._piece_size, self._trust, self._budget)
+        storage = getattr(self._adapter, "storage", None)
+        if first and storage is not None and self._apply is ApplyMode.INCREMENTAL:
+            # Refine in the model's own memory, a block at a time between forward passes. Not on a resumed
+            # stream: it decodes its first rung again, which must not reach tensors already beyond it.
+            decoder.place(Placement(storage, self._lock.write))
         if self._budget is not None:
             pieces = self._budgeted = BudgetedPieces(pieces, decoder, self._budget)
         self._stop.clear()

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import atexit
 import logging
+import threading
 import time
 import weakref
 from typing import Protocol
 
 log = logging.getLogger(__name__)
+
+THREAD_PREFIX = "bitladder-"
+"""Every thread the library starts is named so (the exit hook waits for those still running)."""
 
 EXIT_TIMEOUT = 5.0
 """Seconds all workers together get at exit to finish the piece or input in hand (a source that blocks, such as
@@ -51,3 +55,8 @@ def close_all(timeout: float = EXIT_TIMEOUT) -> None:
                 worker.close(timeout=max(0.0, deadline - time.monotonic()) if waiting else 0.0)
             except Exception:  # noqa: BLE001 - one worker's failure must not keep the others running at exit
                 log.exception("closing %r at exit failed", worker)
+    # A worker nobody holds any more is gone from the set while its last thread still winds down: that thread
+    # frees the worker, and with it the model's tensors, inside torch. Wait for it too.
+    for thread in threading.enumerate():
+        if thread.name.startswith(THREAD_PREFIX) and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))

@@ -11,11 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from ..codecs.states import TensorSpec, is_float
 from ..delivery.choice import Budget
@@ -27,11 +29,32 @@ from .feed import DEFAULT_PIECE, Source
 from .updates import Activation, HeldVersion, ModelTensors, UpdateState, VersionUpdate
 
 
+# Integer views of the float dtypes a package holds, for numpy (which has no bfloat16) to see their bits.
+_BITS_VIEW: dict[str, tuple[torch.dtype, torch.dtype]] = {
+    "F32": (torch.float32, torch.int32), "F16": (torch.float16, torch.int16), "BF16": (torch.bfloat16, torch.int16)}
+
+
 class TorchAdapter:
     """Parameters and persistent buffers of a module, addressed by their `state_dict` names."""
 
     def __init__(self, module: torch.nn.Module) -> None:
         self._targets: dict[str, torch.Tensor] = dict(module.state_dict(keep_vars=True))
+        users = Counter(t.data_ptr() for t in self._targets.values() if t.numel())
+        self._shared = {name for name, t in self._targets.items() if t.numel() and users[t.data_ptr()] > 1}
+        self._placed: dict[str, torch.Tensor] = {}
+
+    def storage(self, spec: TensorSpec) -> NDArray[Any] | None:
+        """The tensor's own memory, for the decoder to refine in place (flat, as the package's storage dtype): a
+        float parameter or buffer of the package's dtype on the CPU, contiguous, sharing its memory with no other
+        name. None otherwise: the decoder keeps a copy, which `prepare` converts."""
+        target = self._targets.get(spec.name)  # None: a package tensor the module lacks
+        dtypes = _BITS_VIEW.get(spec.dtype)
+        if (target is None or dtypes is None or target.dtype != dtypes[0] or target.device.type != "cpu" or not target.is_contiguous()
+                or spec.name in self._shared or tuple(target.shape) != spec.shape or not target.numel()):
+            return None
+        self._placed[spec.name] = target.detach()
+        view: NDArray[Any] = self._placed[spec.name].view(dtypes[1]).reshape(-1).numpy().view(spec.storage)
+        return view
 
     def names(self) -> Collection[str]:
         return self._targets.keys()
@@ -44,6 +67,8 @@ class TorchAdapter:
 
     def prepare(self, spec: TensorSpec, decoder: StreamDecoder) -> torch.Tensor:
         """The decoder's tensor in the module tensor's dtype and device (no copy when nothing changes)."""
+        if spec.name in self._placed:  # refined in place: the module's tensor is the decoder's
+            return self._placed[spec.name]
         target = self._targets[spec.name]
         array = decoder.values(spec.name) if is_float(spec.dtype) else decoder.tensor(spec.name)
         if not array.flags.writeable:  # torch cannot share read-only memory
