@@ -17,8 +17,8 @@ import contextlib
 import mmap
 import os
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final

@@ -28,7 +28,6 @@ from .errors import ModelMismatchError, RuntimeUpdateError
 from .feed import DEFAULT_PIECE, Source
 from .updates import Activation, HeldVersion, ModelTensors, UpdateState, VersionUpdate
 
-
 # Integer views of the float dtypes a package holds, for numpy (which has no bfloat16) to see their bits.
 _BITS_VIEW: dict[str, tuple[torch.dtype, torch.dtype]] = {
     "F32": (torch.float32, torch.int32), "F16": (torch.float16, torch.int16), "BF16": (torch.bfloat16, torch.int16)}
