@@ -48,8 +48,10 @@ class TorchAdapter:
         name. None otherwise: the decoder keeps a copy, which `prepare` converts."""
         target = self._targets.get(spec.name)  # None: a package tensor the module lacks
         dtypes = _BITS_VIEW.get(spec.dtype)
-        if (target is None or dtypes is None or target.dtype != dtypes[0] or target.device.type != "cpu" or not target.is_contiguous()
-                or spec.name in self._shared or tuple(target.shape) != spec.shape or not target.numel()):
+        if target is None or dtypes is None or spec.name in self._shared:
+            return None
+        if (target.dtype != dtypes[0] or target.device.type != "cpu" or not target.is_contiguous()
+                or tuple(target.shape) != spec.shape or not target.numel()):
             return None
         self._placed[spec.name] = target.detach()
         view: NDArray[Any] = self._placed[spec.name].view(dtypes[1]).reshape(-1).numpy().view(spec.storage)
