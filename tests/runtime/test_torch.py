@@ -173,6 +173,26 @@ def test_bad_chunk_keeps_last_good_rung_then_resumes(package: Path, tmp_path: Pa
         assert torch.equal(model(x), expected[-1])
 
 
+def test_incremental_refines_in_the_modules_own_memory_and_a_bad_chunk_changes_nothing(
+        package: Path, tmp_path: Path, x: torch.Tensor) -> None:
+    manifest = Package.open(package).manifest
+    bad_chunk = next(i for i, c in enumerate(manifest.chunks) if c.rung == 2)
+    hit = manifest.tensors[manifest.chunks[bad_chunk].tensor].name
+    net = make_net(seed=7)
+    memory = {name: t.data_ptr() for name, t in net.state_dict().items() if t.is_floating_point()}
+    model = ProgressiveModel(net, str(corrupt(package, tmp_path / "bad.blad", bad_chunk)), apply="incremental")
+    with pytest.raises(ChunkIntegrityError, match=f"chunk {bad_chunk}"):
+        model.wait(timeout=30)
+    assert model.rungs()[hit] == 1
+    at_int8 = Package.open(package).decode(1, raw=True)[hit]
+    assert net.state_dict()[hit].numpy().view(at_int8.dtype).tobytes() == at_int8.tobytes()  # untouched
+    assert {name: t.data_ptr() for name, t in net.state_dict().items() if t.is_floating_point()} == memory
+    model.resume(package)
+    assert model.wait(timeout=30) and model.error is None
+    with torch.no_grad():
+        assert torch.equal(model(x), make_net()(x))
+
+
 def test_chunks_verified_before_a_bad_one_in_the_same_piece_are_applied(package: Path, tmp_path: Path) -> None:
     manifest = Package.open(package).manifest
     rung1 = [i for i, c in enumerate(manifest.chunks) if c.rung == 1]

@@ -40,7 +40,7 @@ class TorchAdapter:
         self._targets: dict[str, torch.Tensor] = dict(module.state_dict(keep_vars=True))
         users = Counter(t.data_ptr() for t in self._targets.values() if t.numel())
         self._shared = {name for name, t in self._targets.items() if t.numel() and users[t.data_ptr()] > 1}
-        self._placed: dict[str, torch.Tensor] = {}
+        self._placed: dict[str, tuple[torch.Tensor, int]] = {}  # tensors given as storage, and that storage's address
 
     def storage(self, spec: TensorSpec) -> NDArray[Any] | None:
         """The tensor's own memory, for the decoder to refine in place (flat, as the package's storage dtype): a
@@ -53,8 +53,9 @@ class TorchAdapter:
         if (target.dtype != dtypes[0] or target.device.type != "cpu" or not target.is_contiguous()
                 or tuple(target.shape) != spec.shape or not target.numel()):
             return None
-        self._placed[spec.name] = target.detach()
-        view: NDArray[Any] = self._placed[spec.name].view(dtypes[1]).reshape(-1).numpy().view(spec.storage)
+        tensor = target.detach()
+        view: NDArray[Any] = tensor.view(dtypes[1]).reshape(-1).numpy().view(spec.storage)
+        self._placed[spec.name] = (tensor, view.__array_interface__["data"][0])
         return view
 
     def names(self) -> Collection[str]:
@@ -68,8 +69,9 @@ class TorchAdapter:
 
     def prepare(self, spec: TensorSpec, decoder: StreamDecoder) -> torch.Tensor:
         """The decoder's tensor in the module tensor's dtype and device (no copy when nothing changes)."""
-        if spec.name in self._placed:  # refined in place: the module's tensor is the decoder's
-            return self._placed[spec.name]
+        placed = self._placed.get(spec.name)
+        if placed is not None and decoder.tensor(spec.name, raw=True).__array_interface__["data"][0] == placed[1]:
+            return placed[0]  # refined in place: this decoder's tensor is the module's (not a resumed stream's)
         target = self._targets[spec.name]
         array = decoder.values(spec.name) if is_float(spec.dtype) else decoder.tensor(spec.name)
         if not array.flags.writeable:  # torch cannot share read-only memory
@@ -88,6 +90,8 @@ class TorchAdapter:
         retired = [self._targets[name].data for name in staged]
         for name, tensor in staged.items():
             self._targets[name].data = tensor
+            if name in self._placed and self._placed[name][0] is not tensor:  # memory the module no longer uses
+                del self._placed[name]
         return retired
 
 
