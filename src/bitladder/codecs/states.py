@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 import numpy as np
 
+from .._memo import cached
 from .floatbits import FLOAT_BITS
 
 # numpy storage dtypes of the source dtypes bitladder accepts (names as in safetensors).
@@ -43,7 +43,7 @@ class TensorSpec:
     delta: bool = False
     """In a delta package: coded against the parent's tensor of the same name, dtype and shape."""
 
-    @cached_property
+    @cached
     def numel(self) -> int:
         numel = 1
         for side in self.shape:

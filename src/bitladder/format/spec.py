@@ -26,7 +26,6 @@ import reprlib
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any, Final
 
 import blake3
@@ -34,6 +33,7 @@ import numpy as np
 import zstandard
 from numpy.typing import NDArray
 
+from .._memo import cached
 from ..codecs.ladder import Ladder
 from ..codecs.plan import TensorPlan, plan_tensor
 from ..codecs.states import STORAGE, TensorSpec
@@ -294,12 +294,12 @@ class Manifest:
     def is_delta(self) -> bool:
         return self.parent is not None
 
-    @cached_property
+    @cached
     def specs(self) -> dict[str, TensorSpec]:
         """Each tensor's spec by name (names are unique), for lookups that must not scan every tensor."""
         return {spec.name: spec for spec in self.tensors}
 
-    @cached_property
+    @cached
     def plans(self) -> tuple[TensorPlan, ...]:
         """Each tensor's plan: which chunks carry it up the ladder (docs/FORMAT.md, "Chunks")."""
         return tuple(plan_tensor(spec, self.ladder) for spec in self.tensors)

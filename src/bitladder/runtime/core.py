@@ -50,7 +50,8 @@ class Adapter(Protocol[P]):
     `stage` gets the batch and the lowest rung over all tensors once the batch is in. An adapter may also define
     `bind(manifest)`, called when the first manifest arrives (before `names`), and `storage(spec)`: memory of the
     tensor's (flat, in the package's storage dtype) that the first stream decodes into in place in incremental
-    mode, or None; `prepare` of such a tensor then hands back the tensor that memory belongs to.
+    mode, or None; `prepare` of such a tensor then hands back the tensor that memory belongs to, and `stage` may
+    return something empty (falsy) when a batch has nothing left to install: the runtime then takes no lock.
     """
 
     def names(self) -> Collection[str]: ...
@@ -166,6 +167,9 @@ class ProgressiveRuntime(Generic[P]):
         is checked against the whole package, these included)."""
         self.error: BitladderError | None = None
         self.swaps: list[tuple[str | None, float]] = []
+        """Seconds each swap held the write lock, with its tensor (None: a whole-model swap). A tensor refined in
+        place is installed block by block instead: `block_writes`."""
+        self.block_writes: list[float] = []
         self.cache_peak_bytes = 0
         self._start(source, first=True)
 
@@ -261,7 +265,7 @@ class ProgressiveRuntime(Generic[P]):
         if first and storage is not None and self._apply is ApplyMode.INCREMENTAL:
             # Refine in the model's own memory, a block at a time between forward passes. Not on a resumed
             # stream: it decodes its first rung again, which must not reach tensors already beyond it.
-            decoder.place(Placement(storage, self._lock.write))
+            decoder.place(Placement(storage, self._block_write))
         if self._budget is not None:
             pieces = self._budgeted = BudgetedPieces(pieces, decoder, self._budget)
         self._stop.clear()
@@ -458,23 +462,36 @@ class ProgressiveRuntime(Generic[P]):
         self._cache.clear()
         self._cached_bytes = 0
 
+    @contextmanager
+    def _block_write(self) -> Iterator[None]:
+        """The write lock around one block refined in place (what a forward pass may wait for)."""
+        with self._lock.write():
+            start = time.perf_counter()
+            yield
+            self.block_writes.append(time.perf_counter() - start)
+
     def _swap(self, staged: Any, reached: dict[str, int], per_tensor: bool) -> None:
         before = self.rung
-        with self._lock.write():
-            start = time.perf_counter()  # time held, not time waiting for a forward pass to end
-            retired = self._adapter.commit(staged)
+        retired, seconds = None, 0.0
+        if staged:
+            with self._lock.write():
+                start = time.perf_counter()  # time held, not time waiting for a forward pass to end
+                retired = self._adapter.commit(staged)
+                self._applied.update(reached)
+                seconds = time.perf_counter() - start
+        else:  # the tensors were refined in place, each block under the lock as it came: nothing to install
             self._applied.update(reached)
         for name, rung in reached.items():  # a tensor swapped in incremental mode, or the first rung
             if rung > self._cached_or_applied[name]:
                 self._cached_or_applied.set(name, rung)
-            seconds = time.perf_counter() - start
         del retired  # freeing the replaced tensors or session takes time: not while inference waits
         at = time.monotonic()
         # A whole-model swap says only the rung all tensors reached; a tensor already refined beyond it (its
         # refinement came with the bytes of that rung) says so itself.
         events = [Update(name, rung, at, seconds) for name, rung in reached.items()
                   if per_tensor or rung > max(self.rung, self._first_reaches.get(name, rung))]
-        self.swaps.append((next(iter(reached)) if per_tensor else None, seconds))
+        if staged:
+            self.swaps.append((next(iter(reached)) if per_tensor else None, seconds))
         # A tensor whose rungs k and k+1 both arrived before the swapper ran swaps once, straight to k+1:
         # the model still reached every rung in between (at that moment), and says so.
         events += [Update(None, rung, at, seconds) for rung in range(before + 1, self.rung + 1)]

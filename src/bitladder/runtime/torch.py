@@ -84,7 +84,12 @@ class TorchAdapter:
         return prepared.numel() * prepared.element_size()
 
     def stage(self, batch: dict[str, torch.Tensor], lowest: int) -> dict[str, torch.Tensor]:
-        return batch
+        """The tensors to install: not those the module already holds (refined in place)."""
+        return {name: tensor for name, tensor in batch.items() if tensor is not self._installed(name)}
+
+    def _installed(self, name: str) -> torch.Tensor | None:
+        placed = self._placed.get(name)
+        return placed[0] if placed is not None and placed[0].data_ptr() == self._targets[name].data_ptr() else None
 
     def commit(self, staged: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         retired = [self._targets[name].data for name in staged]
@@ -98,7 +103,9 @@ class TorchAdapter:
 class ProgressiveModel(RuntimeFacade):
     """An `nn.Module` that serves from the first rung and refines itself in the background.
 
-    `apply="incremental"` swaps each tensor as soon as its refinement verifies (mixed precision meanwhile);
+    `apply="incremental"` swaps each tensor as soon as its refinement verifies (mixed precision meanwhile), and
+    refines the module's own tensors in place where they are on the CPU in the package's dtype (each block
+    written between two forward passes), so that refining takes little memory beyond the model's;
     `apply="atomic"` caches a rung's tensors and swaps them all at once when the rung is complete. Call it
     like the module; swaps never happen during a call. `trust`, `allow_downgrade` and `budget` (stop after the
     highest rung that fits a `bitladder.Budget`; `model.choice` says which and why): see `ProgressiveRuntime`.
