@@ -3,7 +3,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import bitladder
 from bitladder import DecoderStateError, StreamDecoder, TruncatedError
+from bitladder.codecs.ladder import Ladder
+from bitladder.format.reader import _runs
 from bitladder.format.spec import HEADER_SIZE
 
 from .conftest import tiny_arrays
@@ -79,3 +82,24 @@ def test_release_frees_a_finished_tensor_and_refuses_an_unfinished_one(tiny_pack
     assert decoder.rungs() == {"layer.weight": 2, "layer.bias": 2, "steps": 2}
     assert set(decoder.tensors()) == {"steps"}
     assert decoder.tensor("steps").tobytes() == tiny_arrays()["steps"].tobytes()
+
+
+def test_threads_decode_the_same_bits_as_one(tmp_path):
+    """Chunks go to threads in runs (a few per thread); every tensor, every block, must come out the same."""
+    rows = np.linspace(-3, 3, 40 * 96, dtype=np.float32).reshape(40, 96)
+    arrays = {f"t{i}": (np.sin(rows * (i + 1)) * np.float32(0.1 * (i + 1))).astype(np.float32) for i in range(7)}
+    arrays["odd"] = np.arange(5, dtype=np.float32)
+    path = tmp_path / "m.blad"
+    bitladder.encode(arrays, path, ladder=Ladder.parse("int4,int8,exact", min_size=64, block_size=1000))
+    package = bitladder.open(path)
+    assert len(package.manifest.chunks) > 30  # blocks of several tensors in every rung
+    for rung in range(3):
+        one = package.decode(rung, raw=True)
+        for threads in (2, 3):
+            many = package.decode(rung, threads=threads, raw=True)
+            assert all(many[name].tobytes() == one[name].tobytes() for name in arrays)
+    chunks = package.manifest.chunks
+    indices = list(range(len(chunks)))
+    for count in (1, 2, 8, 1000):
+        runs = _runs(indices, chunks, count)
+        assert [i for run in runs for i in run] == indices and all(runs) and len(runs) <= count + 1

@@ -42,7 +42,7 @@ from .framer import Chunk, Fed, Framed, Framer
 from .lineage import Held, parent_values
 from .rungs import RungTally
 from .signing import Trust, check_signature
-from .spec import HEADER_SIZE, Header, Manifest, digest
+from .spec import HEADER_SIZE, ChunkEntry, Header, Manifest, digest
 
 # The numpy dtype of each source dtype whose storage is another dtype's bits (the rest are stored as they are).
 SOURCE_VIEWS: Final[dict[str, np.dtype[Any]]] = {
@@ -243,6 +243,19 @@ class StreamDecoder(Framed):
         return self._state(index).values().reshape(spec.shape)
 
 
+def _runs(indices: list[int], chunks: tuple[ChunkEntry, ...], count: int) -> list[list[int]]:
+    """`indices` cut into about `count` consecutive runs of about equal payload bytes."""
+    total = max(1, sum(chunks[index].length for index in indices))
+    runs: list[list[int]] = [[]]
+    filled = 0
+    for index in indices:
+        runs[-1].append(index)
+        filled += chunks[index].length
+        if filled * count >= total * len(runs):
+            runs.append([])
+    return [run for run in runs if run]
+
+
 def _materialize(spec: TensorSpec, state: TensorState | None, raw: bool) -> NDArray[np.generic]:
     if state is None:
         raise DecoderStateError(f"tensor {spec.name!r} has not arrived yet")
@@ -336,8 +349,9 @@ class Package:
                 if pool is None:
                     for index in indices:
                         one(index)
-                else:
-                    list(pool.map(one, indices))
+                else:  # a few runs of chunks per thread, not a task per chunk: small tensors cost hand-offs
+                    list(pool.map(lambda run: [one(index) for index in run],
+                                  _runs(indices, self.manifest.chunks, 4 * threads)))
         return {spec.name: _materialize(spec, state, raw)
                 for spec, state in zip(self.manifest.tensors, states, strict=False)}
 
