@@ -340,6 +340,10 @@ class Package:
             _check_chunk(self.manifest, index, payload)
             _decode_chunk(self.manifest, states, index, payload, parents)
 
+        def run_of(indices: list[int]) -> None:
+            for index in indices:
+                one(index)
+
         by_rung: dict[int, list[int]] = {}
         for index, entry in enumerate(self.manifest.chunks):
             if entry.rung <= rung:
@@ -347,11 +351,9 @@ class Package:
         with ThreadPoolExecutor(threads) if threads > 1 else contextlib.nullcontext() as pool:
             for indices in by_rung.values():
                 if pool is None:
-                    for index in indices:
-                        one(index)
+                    run_of(indices)
                 else:  # a few runs of chunks per thread, not a task per chunk: small tensors cost hand-offs
-                    list(pool.map(lambda run: [one(index) for index in run],
-                                  _runs(indices, self.manifest.chunks, 4 * threads)))
+                    list(pool.map(run_of, _runs(indices, self.manifest.chunks, 4 * threads)))
         return {spec.name: _materialize(spec, state, raw)
                 for spec, state in zip(self.manifest.tensors, states, strict=False)}
 
