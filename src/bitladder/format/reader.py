@@ -146,7 +146,7 @@ class StreamDecoder(Framed):
             self._parent = None
             self._states = [None] * len(manifest.tensors)
             self._reached = RungTally(range(len(manifest.tensors)), len(manifest.ladder.rungs))
-            self._names = {spec.name: index for index, spec in enumerate(manifest.tensors)}
+            self._names = manifest.positions
             self._last_chunk = [-1] * len(manifest.tensors)
             for index, entry in enumerate(manifest.chunks):
                 self._last_chunk[entry.tensor] = index

@@ -301,6 +301,11 @@ class Manifest:
         return {spec.name: spec for spec in self.tensors}
 
     @cached
+    def positions(self) -> dict[str, int]:
+        """Each tensor's position in `tensors` by name."""
+        return {spec.name: index for index, spec in enumerate(self.tensors)}
+
+    @cached
     def plans(self) -> tuple[TensorPlan, ...]:
         """Each tensor's plan: which chunks carry it up the ladder (docs/FORMAT.md, "Chunks")."""
         return tuple(plan_tensor(spec, self.ladder) for spec in self.tensors)

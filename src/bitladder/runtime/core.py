@@ -301,8 +301,7 @@ class ProgressiveRuntime(Generic[P]):
             if self.manifest is not decoder.manifest:
                 self._accept_manifest(decoder.manifest)
             if waiting is None:
-                order = {name: index for index, name in enumerate(decoder.manifest.specs)}
-                waiting = sorted(self._adapter.names(), key=order.__getitem__, reverse=True)
+                waiting = sorted(self._adapter.names(), key=decoder.manifest.positions.__getitem__, reverse=True)
             while waiting and decoder.rung_of(waiting[-1]) >= 0:  # each check stops at the first one missing
                 waiting.pop()
             return not waiting

@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 import ml_dtypes
@@ -326,12 +325,7 @@ class VersionUpdate:
 
     def _spec(self, name: str) -> TensorSpec:
         assert self.manifest is not None
-        return self.manifest.tensors[self._index[name]]
-
-    @cached_property
-    def _index(self) -> dict[str, int]:
-        assert self.manifest is not None
-        return {spec.name: index for index, spec in enumerate(self.manifest.tensors)}
+        return self.manifest.specs[name]
 
     def _storage(self, name: str, array: NDArray[Any]) -> NDArray[Any]:
         return np.ascontiguousarray(array).reshape(-1).view(self._spec(name).storage)
