@@ -11,6 +11,7 @@ True
 
 from __future__ import annotations
 
+import math
 import reprlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -59,8 +60,15 @@ class Rung:
 
     @staticmethod
     def parse(text: str, group_size: int = 0) -> Rung:
-        """`int4` .. `int8`, `bf16`, `fp16`, `exact`."""
+        """`int4` .. `int8`, `bf16`, `fp16`, `exact`, `deltaN`, or a target for the first rung: `12%`, `30dB`."""
         text = text.strip().lower()
+        if text.endswith("%") or text.endswith("db"):
+            number = text[:-1] if text.endswith("%") else text[:-2]
+            try:
+                value = float(number)
+            except ValueError:
+                raise ValueError(f"bad target rung {text!r}: expected a number before % or dB") from None
+            return TargetRung(percent=value) if text.endswith("%") else TargetRung(sqnr=value)
         if text.startswith("int") and text[3:].isdigit():
             return IntRung(bits=int(text[3:]), group_size=group_size)
         if text in ("bf16", "fp16"):
@@ -69,7 +77,8 @@ class Rung:
             return ExactRung()
         if text.startswith("delta") and text[5:].isdigit():
             return DeltaRung(bits=int(text[5:]))
-        raise ValueError(f"unknown rung {text!r}: expected intN (N in 2..8), bf16, fp16, exact or deltaN (N in 1..24)")
+        raise ValueError(f"unknown rung {text!r}: expected intN (N in 2..8), bf16, fp16, exact, deltaN (N in 1..24), "
+                         "or a first-rung target such as 12% or 30dB")
 
 
 @dataclass(frozen=True)
@@ -99,6 +108,37 @@ class IntRung(Rung, kind="int"):
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "bits": self.bits, "group_size": self.group_size}
+
+
+@dataclass(frozen=True)
+class TargetRung(Rung, kind="target"):
+    """A first rung described by what it must achieve: at most `percent` % of the source's bytes (header and
+    manifest included), or at least `sqnr` dB over the model. The encoder gives each tensor its own uniform step,
+    an odd number of cells of the int rung after it (so its cells nest in that rung's), chosen by
+    rate-distortion allocation (`codecs/allocation.py`); the manifest records each tensor's choice."""
+
+    percent: float = 0.0
+    sqnr: float = 0.0
+
+    def __post_init__(self) -> None:
+        for value in (self.percent, self.sqnr):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ValueError(f"target rung values must be finite numbers, got {value!r}")
+        if (self.percent > 0) == (self.sqnr > 0) or self.percent < 0 or self.sqnr < 0:
+            raise ValueError("a target rung sets exactly one of percent (size) or sqnr (dB), positive")
+        if self.percent >= 100 or self.sqnr > 200:
+            raise ValueError(f"target {self.name} is out of range (percent below 100, sqnr up to 200 dB)")
+
+    @property
+    def name(self) -> str:
+        return f"{self.percent:g}%" if self.percent else f"{self.sqnr:g}dB"
+
+    @property
+    def precision(self) -> float:
+        return 1.0  # below every int rung's: a target rung comes first
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "percent": self.percent, "sqnr": self.sqnr}
 
 
 @dataclass(frozen=True)
@@ -203,6 +243,13 @@ class Ladder:
         deltas = [r for r in self.rungs if isinstance(r, DeltaRung)]
         if deltas and (len(self.rungs) != 2 or self.rungs[0] is not deltas[0] or not isinstance(self.rungs[1], ExactRung)):
             raise ValueError("a delta rung comes alone before exact: deltaN,exact (or exact alone)")
+        targets = [r for r in self.rungs if isinstance(r, TargetRung)]
+        if targets and (len(targets) > 1 or self.rungs[0] is not targets[0] or len(self.rungs) < 2
+                        or not isinstance(self.rungs[1], IntRung) or self.rungs[2:] not in ((), (ExactRung(),))):
+            raise ValueError("a target rung comes first, then the int rung whose cells it groups, then exact or "
+                             "nothing: e.g. 12%,int8,exact")
+        if targets and self.rungs[1].group_size:  # type: ignore[attr-defined]
+            raise ValueError("a target rung gives each tensor one step: group_size does not apply")
         int_rungs = [r for r in self.rungs if isinstance(r, IntRung)]
         if int_rungs:
             int_factors(int_rungs)
@@ -235,6 +282,11 @@ class Ladder:
     def delta(self) -> DeltaRung | None:
         """The approximate rung of a delta ladder, if this is one."""
         return self.rungs[0] if isinstance(self.rungs[0], DeltaRung) else None
+
+    @property
+    def target(self) -> TargetRung | None:
+        """The first rung's target, if this ladder's first rung is allocated per tensor."""
+        return self.rungs[0] if isinstance(self.rungs[0], TargetRung) else None
 
     @property
     def is_lossless(self) -> bool:

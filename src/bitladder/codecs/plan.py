@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from .._memo import cached
-from .ladder import DeltaRung, ExactRung, HalfRung, IntRung, Ladder, Rung, int_factors
+from .ladder import DeltaRung, ExactRung, HalfRung, IntRung, Ladder, Rung, TargetRung, int_factors
 from .native import Block, NativeDtype, Refine
 from .states import TensorSpec, is_float
 
@@ -64,6 +64,8 @@ class TensorPlan:
     max_code: int
     columns: int
     block_size: int
+    one_scale: bool = False
+    """One scale for every row (a target first rung's uniform step), not one per row's peak."""
 
     @cached
     def laddered(self) -> bool:
@@ -117,6 +119,11 @@ def _columns(spec: TensorSpec, group_size: int) -> int:
     return group_size if group_size and row % group_size == 0 else row
 
 
+def goes_up(spec: TensorSpec, ladder: Ladder) -> bool:
+    """Whether a tensor of a full package climbs the ladder (else it travels exact, as byte planes, in rung 0)."""
+    return ladder.delta is None and is_float(spec.dtype) and spec.numel >= max(ladder.min_size, 1)
+
+
 def plan_tensor(spec: TensorSpec, ladder: Ladder) -> TensorPlan:
     """The chunks that carry `spec` up `ladder`.
 
@@ -140,8 +147,14 @@ def plan_tensor(spec: TensorSpec, ladder: Ladder) -> TensorPlan:
         first = IntRung(bits=min(max(ladder.delta.bits, 2), 8))
         steps_int = (Step(0, 0, Codec.INT, 1), Step(1, top, Codec.INT_EXACT))
         return TensorPlan(spec, steps_int, NativeDtype.NONE, first.max_code, _columns(spec, 0), ladder.block_size)
-    if ladder.delta is not None or not is_float(spec.dtype) or spec.numel < max(ladder.min_size, 1):
+    if not goes_up(spec, ladder):
+        if spec.factor:
+            raise ValueError(f"tensor {spec.name!r} travels exact in the first rung: it has no cell width to allocate")
         return TensorPlan(spec, (Step(0, top, Codec.PLANES),), NativeDtype.NONE, 1, 1, ladder.block_size)
+    if ladder.target is not None:
+        return _plan_targeted(spec, ladder)
+    if spec.factor:
+        raise ValueError(f"tensor {spec.name!r} has a cell width, but ladder {','.join(ladder.names)} allocates none")
     lossy: list[tuple[int, Rung]] = []
     exact_at = None
     for index, rung in enumerate(ladder.rungs):
@@ -175,3 +188,20 @@ def plan_tensor(spec: TensorSpec, ladder: Ladder) -> TensorPlan:
     max_code = int_rungs[-1].max_code if int_rungs else 1
     group = int_rungs[0].group_size if int_rungs else 0
     return TensorPlan(spec, tuple(steps), inner, max_code, _columns(spec, group), ladder.block_size)
+
+
+def _plan_targeted(spec: TensorSpec, ladder: Ladder) -> TensorPlan:
+    """`target,intN[,exact]`: the first rung groups `spec.factor` codes of intN per cell (1: intN itself, and the
+    tensor skips the intN rung), on one scale for the whole tensor (`codecs/allocation.py`)."""
+    grid = ladder.rungs[1]
+    assert isinstance(ladder.rungs[0], TargetRung) and isinstance(grid, IntRung)  # Ladder checks this shape
+    factor, top = spec.factor, len(ladder.rungs) - 1
+    if not (1 <= factor <= grid.max_code and factor % 2):
+        raise ValueError(f"tensor {spec.name!r}: first-rung cell width {factor} is not odd in 1..{grid.max_code}")
+    steps = [Step(0, 0 if factor > 1 else min(1, top), Codec.INT, factor)]
+    if factor > 1:
+        steps.append(Step(1, 1, Codec.INT_INT, 1, factor))
+    if top == 2:
+        steps.append(Step(2, 2, Codec.INT_EXACT))
+    return TensorPlan(spec, tuple(steps), NativeDtype.NONE, grid.max_code, _columns(spec, 0), ladder.block_size,
+                      one_scale=True)

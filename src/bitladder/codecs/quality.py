@@ -40,7 +40,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import UsageError
-from .blocks import TensorState
+from .blocks import TensorState, tensor_scales
 from .floatbits import to_f32
 from .ladder import ExactRung, Ladder
 from .plan import Codec, Step, TensorPlan
@@ -78,23 +78,30 @@ def _lossless(step: Step) -> bool:
 
 def _int_rows(plan: TensorPlan, source: NDArray[Any], values: NDArray[np.float32]) -> dict[int, NDArray[np.float64]]:
     """Per factor of the plan's int steps, per scale row: Σ over the row of min(x², w²/12), w the cell width
-    (`factor` codes of the finest int rung, whose step is max|x| / max_code on the row; a value in the zero cell is
-    rounded to 0). The max comes from the patterns with their sign cleared (their order is that of the
-    magnitudes); the sum is taken on every `_COLUMN_STRIDE`-th column, which predicts it as well. Rows go in
+    (`factor` codes of the finest int rung, whose step is max|x| / max_code on the row, or the tensor's one scale;
+    a value in the zero cell is rounded to 0). The max comes from the patterns with their sign cleared (their order
+    is that of the magnitudes); the sum is taken on every `_COLUMN_STRIDE`-th column, which predicts it as well. Rows go in
     cache-sized groups, so no temporary is the tensor's size."""
     sign_off, non_finite = (source.dtype.type(v) for v in _MAGNITUDE[plan.spec.dtype])
     columns, count = plan.columns, plan.rows
     factors = sorted({step.factor for step in plan.steps if step.codec in (Codec.INT, Codec.INT_INT)})
     bits, floats = source.reshape(count, columns), values.reshape(count, columns)
     rows = {factor: np.empty(count) for factor in factors}
+    one_peak = None  # under one scale for the tensor, the top cell's reach stands for every row's peak
+    if plan.one_scale and count:
+        one_peak = np.float32((tensor_scales(plan, source)[:1].astype(np.uint32) << 16).view(np.float32)[0]
+                              * plan.max_code)
     group = max(1, _GROUP // columns)
     for first in range(0, count, group):
         last = min(count, first + group)
-        patterns = (bits[first:last] & sign_off).max(axis=1)
-        peaks = to_f32(patterns, plan.spec.dtype).astype(np.float32)
-        for row in np.flatnonzero(patterns >= non_finite):  # a row with an infinity or NaN: its finite values
-            finite = np.abs(floats[first + row][np.isfinite(floats[first + row])])
-            peaks[row] = finite.max() if finite.size else 0
+        if one_peak is not None:
+            peaks = np.full(last - first, one_peak, np.float32)
+        else:
+            patterns = (bits[first:last] & sign_off).max(axis=1)
+            peaks = to_f32(patterns, plan.spec.dtype).astype(np.float32)
+            for row in np.flatnonzero(patterns >= non_finite):  # a row with an infinity or NaN: its finite values
+                finite = np.abs(floats[first + row][np.isfinite(floats[first + row])])
+                peaks[row] = finite.max() if finite.size else 0
         with np.errstate(over="ignore", invalid="ignore"):  # infinities and NaNs are meant to fall out below
             squares = np.square(floats[first:last, ::_COLUMN_STRIDE])
             for factor in factors:

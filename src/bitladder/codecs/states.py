@@ -42,6 +42,9 @@ class TensorSpec:
     shape: tuple[int, ...]
     delta: bool = False
     """In a delta package: coded against the parent's tensor of the same name, dtype and shape."""
+    factor: int = 0
+    """Under a target first rung (`12%,int8,exact`): this tensor's first-rung cell width in codes of the int rung
+    after it, odd, as the encoder allocated it; 0 otherwise."""
 
     @cached
     def numel(self) -> int:

@@ -356,8 +356,8 @@ class Manifest:
             "model": self._model_json(),
             "source": self.source, "ladder": self.ladder.to_json(), "schedule": self.schedule, "digest": DIGEST_NAME,
             "quality": list(self.quality) if self.quality else [None] * len(self.ladder.rungs),
-            "tensors": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape), **({"delta": True} if t.delta else {})}
-                        for t in self.tensors],
+            "tensors": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape), **({"delta": True} if t.delta else {}),
+                         **({"factor": t.factor} if t.factor else {})} for t in self.tensors],
             "chunks": [c.to_json() for c in self.chunks],
         }
 
@@ -491,7 +491,11 @@ def _parse_manifest(data: Any) -> Manifest:
         weights=_digest_field(model, "weights", "model"), parent=_parse_parent(model),
         quality=_parse_quality(_get(data, "quality", list, "root"), len(ladder.rungs)),
     )
-    chunks = _parse_chunks(_get(data, "chunks", list, "root"), manifest.plans, ladder)
+    try:
+        plans = manifest.plans
+    except ValueError as exc:  # a cell width where the ladder allocates none, or none (or a bad one) where it does
+        raise _fail("tensors", str(exc)) from exc
+    chunks = _parse_chunks(_get(data, "chunks", list, "root"), plans, ladder)
     parsed = dataclasses.replace(manifest, chunks=chunks)
     parsed.__dict__["plans"] = manifest.plans  # the cached property: the same tensors and ladder, planned once
     return parsed
@@ -505,15 +509,18 @@ def _parse_tensors(items: list[Any]) -> tuple[TensorSpec, ...]:
         where = f"tensor {i}"
         name, dtype = _get(item, "name", str, where), _get(item, "dtype", str, where)
         shape = _get(item, "shape", list, where)
-        if set(item) - {"name", "dtype", "shape", "delta"} or item.get("delta", True) is not True:
-            raise _fail(where, "has keys other than name, dtype, shape and delta (true)")
+        if set(item) - {"name", "dtype", "shape", "delta", "factor"} or item.get("delta", True) is not True:
+            raise _fail(where, "has keys other than name, dtype, shape, delta (true) and factor")
+        factor = item.get("factor", 0)
+        if not _is_int(factor, 1, 128) and "factor" in item:
+            raise _fail(where, f"factor {reprlib.repr(factor)} is not an integer in 1..127")
         if name in names:
             raise _fail(where, f"duplicate name {reprlib.repr(name)}")
         if dtype not in STORAGE:
             raise _fail(where, f"unknown dtype {reprlib.repr(dtype)}")
         if len(shape) > MAX_RANK or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**40 for d in shape):
             raise _fail(where, f"bad shape {reprlib.repr(shape)}")
-        spec = TensorSpec(name, dtype, tuple(shape), "delta" in item)
+        spec = TensorSpec(name, dtype, tuple(shape), "delta" in item, factor)
         if spec.numel >= 2**40:
             raise _fail(where, f"{spec.numel} elements exceed the limit of 2**40")
         names.add(name)
