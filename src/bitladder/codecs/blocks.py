@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from ..errors import ChunkIntegrityError, DecoderStateError
 from . import native
 from .entropy import pack_planes, unpack_planes
-from .floatbits import to_f32
+from .floatbits import MAGNITUDE, to_f32
 from .plan import Codec, Step, TensorPlan
 
 _PLANE_LENGTH = struct.Struct("<I")
@@ -70,18 +70,15 @@ def tensor_scales(plan: TensorPlan, source: NDArray[Any]) -> NDArray[np.uint16]:
     whole = plan.whole()
     if not plan.one_scale:
         return native.scales(whole, source)
-    sign_off = source.dtype.type((1 << (8 * source.dtype.itemsize - 1)) - 1)
-    magnitudes = source & sign_off  # patterns without sign order like their magnitudes
-    finite = magnitudes[magnitudes < source.dtype.type(_INFINITY[plan.spec.dtype])]
+    sign_off, non_finite = (source.dtype.type(v) for v in MAGNITUDE[plan.spec.dtype])
+    magnitudes = source & sign_off
+    finite = magnitudes[magnitudes < non_finite]
     peak = source.dtype.type(0)
     if finite.size:
         rank = finite.size - 1 - int(finite.size * ESCAPED_FRACTION)
         peak = np.partition(finite, rank)[rank]
     one = native.scales(native.Block(whole.dtype, whole.inner, whole.max_code, 0, 1, 1), np.array([peak]))
     return np.full(whole.rows, one[0], np.uint16)
-
-
-_INFINITY = {"F32": 0x7F800000, "F16": 0x7C00, "BF16": 0x7F80}
 
 
 def encode_tensor(plan: TensorPlan, source: NDArray[Any], level: int = 1,

@@ -13,6 +13,9 @@ from numpy.typing import NDArray
 
 # Storage dtype (the unsigned view) and float view for each float source dtype.
 FLOAT_BITS: Final = {"F32": np.dtype(np.uint32), "F16": np.dtype(np.uint16), "BF16": np.dtype(np.uint16)}
+MAGNITUDE: Final = {"F32": (0x7FFFFFFF, 0x7F800000), "F16": (0x7FFF, 0x7C00), "BF16": (0x7FFF, 0x7F80)}
+"""Per float dtype: the mask that clears the sign bit of a pattern, and the smallest non-finite magnitude (patterns
+without their sign order like the magnitudes)."""
 
 
 def bf16_to_f32(bits: NDArray[np.uint16]) -> NDArray[np.float32]:

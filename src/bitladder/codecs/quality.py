@@ -41,7 +41,7 @@ from numpy.typing import NDArray
 
 from ..errors import UsageError
 from .blocks import TensorState, tensor_scales
-from .floatbits import to_f32
+from .floatbits import MAGNITUDE, bf16_to_f32, to_f32
 from .ladder import ExactRung, Ladder
 from .plan import Codec, Step, TensorPlan
 
@@ -50,8 +50,6 @@ DEFAULT_EVERY: Final = 10
 DECIMALS: Final = 2
 """dB figures are recorded to 0.01 dB."""
 
-_MAGNITUDE: Final = {"F32": (0x7FFFFFFF, 0x7F800000), "F16": (0x7FFF, 0x7C00), "BF16": (0x7FFF, 0x7F80)}
-"""Per float dtype: the mask that clears the sign bit of a pattern, and the smallest non-finite magnitude."""
 _COLUMN_STRIDE: Final = 4
 _GROUP: Final = 1 << 16  # elements per group of rows in `_int_rows`
 _RELATIVE: Final = (Codec.HALF, Codec.INT_HALF)
@@ -82,15 +80,14 @@ def _int_rows(plan: TensorPlan, source: NDArray[Any], values: NDArray[np.float32
     a value in the zero cell is rounded to 0). The max comes from the patterns with their sign cleared (their order
     is that of the magnitudes); the sum is taken on every `_COLUMN_STRIDE`-th column, which predicts it as well. Rows go in
     cache-sized groups, so no temporary is the tensor's size."""
-    sign_off, non_finite = (source.dtype.type(v) for v in _MAGNITUDE[plan.spec.dtype])
+    sign_off, non_finite = (source.dtype.type(v) for v in MAGNITUDE[plan.spec.dtype])
     columns, count = plan.columns, plan.rows
     factors = sorted({step.factor for step in plan.steps if step.codec in (Codec.INT, Codec.INT_INT)})
     bits, floats = source.reshape(count, columns), values.reshape(count, columns)
     rows = {factor: np.empty(count) for factor in factors}
     one_peak = None  # under one scale for the tensor, the top cell's reach stands for every row's peak
     if plan.one_scale and count:
-        one_peak = np.float32((tensor_scales(plan, source)[:1].astype(np.uint32) << 16).view(np.float32)[0]
-                              * plan.max_code)
+        one_peak = bf16_to_f32(tensor_scales(plan, source)[:1])[0] * np.float32(plan.max_code)
     group = max(1, _GROUP // columns)
     for first in range(0, count, group):
         last = min(count, first + group)

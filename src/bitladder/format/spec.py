@@ -497,7 +497,7 @@ def _parse_manifest(data: Any) -> Manifest:
         raise _fail("tensors", str(exc)) from exc
     chunks = _parse_chunks(_get(data, "chunks", list, "root"), plans, ladder)
     parsed = dataclasses.replace(manifest, chunks=chunks)
-    parsed.__dict__["plans"] = manifest.plans  # the cached property: the same tensors and ladder, planned once
+    parsed.__dict__["plans"] = plans  # the cached property: the same tensors and ladder, planned once
     return parsed
 
 
