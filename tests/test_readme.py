@@ -74,7 +74,7 @@ class Pieces:
 def test_readme_has_the_snippets_this_test_checks() -> None:
     assert len(blocks("python")) == 1
     lines = [command for _, block in blocks("sh") for command in commands(block)]
-    assert sum(line.startswith(RUN) for line in lines) == 10
+    assert sum(line.startswith(RUN) for line in lines) == 11
     assert all(line.startswith(RUN) or line.startswith(tuple(SKIPPED)) for line in lines), lines
 
 

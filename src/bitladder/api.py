@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -25,7 +26,7 @@ from .errors import LineageError, UsageError
 from .format.lineage import model_weights
 from .format.reader import Package, StreamDecoder
 from .format.signing import SigningKey, Trust, load_signing_key
-from .format.spec import HEADER_SIZE, Manifest, Parent
+from .format.spec import HEADER_SIZE, MAX_ALLOCATION, Manifest, Parent
 from .format.writer import PackageWriter, Priorities
 from .sources import SourceModel, SourceTensor, from_arrays, load_source
 
@@ -47,6 +48,8 @@ def encode(
     progress: Progress | None = None,
     priorities: Priorities | None = None,
     sign: str | os.PathLike[str] | SigningKey | None = None,
+    sensitivity: Mapping[str, float] | None = None,
+    calibration: str = "",
 ) -> Manifest:
     """Encode a model into a progressive package at `output`; returns its manifest.
 
@@ -58,9 +61,21 @@ def encode(
     `min_size`, default 4096, complete it) or a `Ladder`, which holds both itself: passing either with a
     `Ladder` is a `UsageError`, as is an unknown rung. `schedule="rd"` orders each rung's chunks by
     `priorities` ((tensor name, rung) -> value, highest first), e.g. from `bitladder.eval.rd.rd_priorities`.
-    `sign` (a `.key` file from `bitladder keygen`, or a loaded key) signs the package.
+    `sign` (a `.key` file from `bitladder keygen`, or a loaded key) signs the package. `sensitivity` (tensor
+    name -> task distortion per unit of squared error, e.g. from `bitladder.eval.rd.sensitivities`) weights the
+    allocation of a target first rung (`12%,int8,exact`) by what each tensor's error costs the task; without it
+    every tensor's squared error counts alike (plain SQNR). `calibration` says what the sensitivity was measured
+    on (recorded in the manifest, shown by `bitladder inspect`); it goes with `sensitivity`, which needs it.
     """
     ladder = _ladder(ladder, group_size, min_size)
+    if sensitivity is not None and ladder.target is None:
+        raise UsageError(f"sensitivity weights a target first rung, and ladder {','.join(ladder.names)} has none")
+    if (sensitivity is None) != (not calibration):
+        raise UsageError("sensitivity and calibration go together: give both (the weights and what they were "
+                         "measured on) or neither")
+    if len(calibration) > MAX_ALLOCATION - len("task: "):
+        raise UsageError(f"calibration is {len(calibration)} characters; the manifest keeps at most "
+                         f"{MAX_ALLOCATION - len('task: ')}")
     signing_key = load_signing_key(sign) if isinstance(sign, (str, os.PathLike)) else sign  # before the work
     if isinstance(source, SourceModel):
         model = source
@@ -72,9 +87,11 @@ def encode(
     if model_id is None:
         model_id = output.stem
     source_info = {"format": model.format, "digest": model.digest(), "metadata": model.metadata}
-    widths = _allocate(model, ladder) if ladder.target is not None else {}
+    widths = _allocate(model, ladder, level, sensitivity) if ladder.target is not None else {}
     writer = PackageWriter(output, model_id, model_version, source_info, ladder, schedule, priorities,
                            signing_key=signing_key)
+    if ladder.target is not None:
+        writer.allocation = "sqnr" if sensitivity is None else f"task: {calibration}"
 
     def coded(tensor: SourceTensor) -> Coded:
         spec = dataclasses.replace(tensor.spec, factor=widths[tensor.name]) if tensor.name in widths else tensor.spec
@@ -83,25 +100,39 @@ def encode(
     return _write(writer, model, ladder, coded, progress)
 
 
-_MANIFEST_BYTES_PER_ENTRY = 64
-"""A generous bound on one tensor's or chunk's share of the compressed manifest (MiniLM: 12 KB for 104 tensors
-and 520 chunks), for a size target's budget before the manifest exists."""
+_MANIFEST_BYTES_PER_ENTRY = 40
+"""A bound on one tensor's or chunk's share of the compressed manifest (MiniLM: 32 bytes, 12.5 KB for 104 tensors
+and 279 chunks; MobileNetV2: 22), for a size target's budget before the manifest exists."""
 
 
-def _allocate(model: SourceModel, ladder: Ladder) -> dict[str, int]:
-    """Each laddered tensor's first-rung cell width under `ladder`'s target (`codecs/allocation.py`)."""
+def _allocate(model: SourceModel, ladder: Ladder, level: int, sensitivity: Mapping[str, float] | None) -> dict[
+        str, int]:
+    """Each laddered tensor's first-rung cell width under `ladder`'s target (`codecs/allocation.py`), weighted by
+    `sensitivity` where given (then it must weigh every laddered tensor, by a finite number >= 0)."""
+    if sensitivity is not None:
+        laddered = [t.name for t in model.tensors.values() if goes_up(t.spec, ladder)]
+        if missing := [name for name in laddered if name not in sensitivity]:
+            raise UsageError(f"sensitivity lacks {len(missing)} of the {len(laddered)} laddered tensors, "
+                             f"e.g. {', '.join(map(repr, missing[:3]))}")
+        if bad := [name for name in laddered if not (math.isfinite(sensitivity[name]) and sensitivity[name] >= 0)]:
+            raise UsageError(f"sensitivity of {bad[0]!r} is {sensitivity[bad[0]]!r}, not a finite number >= 0")
     assert ladder.target is not None
-    curves, fixed, entries = [], HEADER_SIZE, 0
+    curves, fixed, entries, exact_signal = [], HEADER_SIZE, 0, 0.0
     for tensor in model.tensors.values():
-        if not goes_up(tensor.spec, ladder):  # exact in the first rung, as byte planes: at most about its size
-            fixed += tensor.spec.nbytes
+        if not goes_up(tensor.spec, ladder):  # exact in the first rung, as byte planes: small, so code them now
+            fixed += sum(len(payload) for _, _, payload in encode_tensor(plan_tensor(tensor.spec, ladder), tensor.data,
+                                                                 level))
             entries += 2
+            if is_float(tensor.spec.dtype):
+                values = to_f32(tensor.data.reshape(-1), tensor.spec.dtype).astype(np.float64)
+                exact_signal += float(np.square(values[np.isfinite(values)]).sum())
             continue
         plan = plan_tensor(dataclasses.replace(tensor.spec, factor=1), ladder)
-        curves.append(measure(plan, tensor.data))
+        curves.append(measure(plan, tensor.data, 1.0 if sensitivity is None else float(sensitivity[tensor.name])))
         entries += 1 + plan.blocks
     try:
-        allocation = allocate(curves, ladder.target, model.nbytes, fixed + _MANIFEST_BYTES_PER_ENTRY * entries)
+        allocation = allocate(curves, ladder.target, model.nbytes, fixed + _MANIFEST_BYTES_PER_ENTRY * entries,
+                              exact_signal)
     except ValueError as exc:
         raise UsageError(f"ladder {','.join(ladder.names)}: {exc}") from exc
     return allocation.widths

@@ -11,9 +11,11 @@ import contextlib
 import json
 import os
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -24,15 +26,18 @@ from rich.table import Table
 from . import __version__, api
 from .cliargs import LADDER_HELP, RUNG_NAMES, add_trust, check_ladder, trust_of
 from .codecs.entropy import DEFAULT_LEVEL
-from .codecs.ladder import DEFAULT_LADDER, DEFAULT_MIN_SIZE
+from .codecs.floatbits import to_f32
+from .codecs.ladder import DEFAULT_LADDER, DEFAULT_MIN_SIZE, Ladder
+from .codecs.states import is_float
 from .delivery.commands import register as register_delivery
-from .errors import BitladderError
+from .errors import BitladderError, UsageError
 from .eval.commands import register as register_eval
 from .format.reader import Package
 from .format.signing import fingerprint, generate_keys, load_signing_key, public_key, signer
 from .format.spec import Manifest
 from .format.writer import SCHEDULES
 from .outputs import STDOUT, check_not_older, check_output, write_model
+from .sources import load_source
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
@@ -66,14 +71,43 @@ def cmd_encode(args: argparse.Namespace) -> None:
         def report(done: int, total: int, name: str) -> None:
             bar.update(task, completed=done, total=total, description=f"encoding {name[-40:]}")
 
+        sensitivity, calibration = None, ""
+        if args.calibrate and Ladder.parse(args.ladder).target is None:  # before minutes of measuring
+            raise UsageError(f"--calibrate weights a target first rung (e.g. 12%,int8,exact); ladder {args.ladder} "
+                             "has none")
+        if args.calibrate:
+            sensitivity, calibration = _sensitivity(args.calibrate, args.source, bar)
         manifest = api.encode(args.source, args.output, ladder=args.ladder, group_size=args.group_size,
                               min_size=args.min_size, model_id=args.model_id, model_version=args.model_version,
-                              schedule=args.schedule, level=args.level, progress=report, sign=signing_key)
+                              schedule=args.schedule, level=args.level, progress=report, sign=signing_key,
+                              sensitivity=sensitivity, calibration=calibration)
     seconds = time.perf_counter() - started
     size = len(manifest.encode()) + manifest.data_length
     signed = "" if signing_key is None else f", signed by {fingerprint(public_key(signing_key))}"
     console.print(escape(f"wrote {args.output}: {size:,} bytes, {len(manifest.tensors)} tensors, "
                          f"ladder {','.join(manifest.ladder.names)}{signed}, in {seconds:.1f} s"))
+
+
+def _sensitivity(task_name: str, source: str, bar: Progress) -> tuple[dict[str, float], str]:
+    """`--calibrate TASK`: each tensor's measured task sensitivity, and what it was measured on."""
+    try:
+        from .eval.rd import calibration_name, sensitivities
+        from .eval.tasks import get_task
+    except ImportError as exc:
+        raise UsageError(f"--calibrate needs the eval extra (pip install 'bitladder[eval]'): {exc}") from exc
+    bar.add_task(f"measuring the sensitivity of each tensor on {task_name}", total=None)
+    source_model = load_source(source)
+    state = {name: to_f32(t.data.reshape(-1), t.dtype).reshape(t.shape) if is_float(t.dtype) else t.data
+             for name, t in source_model.tensors.items()}
+    with tempfile.TemporaryDirectory() as tmp:  # where the mtcnn and tiny tasks write their weights
+        try:
+            task = get_task(task_name, Path(tmp))
+        except ValueError as exc:
+            raise UsageError(f"--calibrate: {exc}") from exc
+        try:
+            return sensitivities(task, state), calibration_name(task)
+        except ValueError as exc:  # the source is not the task's model: it lacks some of its tensors
+            raise UsageError(f"--calibrate {task_name}: {exc}") from exc
 
 
 def _rung_rows(manifest: Manifest) -> list[dict[str, Any]]:
@@ -107,7 +141,7 @@ def _tensor_rows(manifest: Manifest) -> list[dict[str, Any]]:
             exact_at[chunk.tensor] = chunk.rung
     return [{"name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape), "bytes": spec.nbytes,
              "rung_bytes": dict(zip(names, sizes, strict=True)),
-             "exact_at": None if at is None else names[at]}
+             "exact_at": None if at is None else names[at], "cell_width": spec.factor or None}
             for spec, sizes, at in zip(manifest.tensors, per_rung, exact_at, strict=True)]
 
 
@@ -128,12 +162,15 @@ def rung_table(package: Package) -> Table:
 def tensor_table(package: Package) -> Table:
     """Per tensor: dtype, shape, source bytes, package bytes in each rung, and the rung at which it is exact."""
     names = package.manifest.ladder.names
+    widths = package.manifest.ladder.target is not None  # a target first rung: each tensor's allocated cell width
     table = Table(title="tensors")
-    for column in ("tensor", "dtype", "shape", "bytes", *names, "exact at"):
+    for column in ("tensor", "dtype", "shape", "bytes", *(("cell width",) if widths else ()), *names, "exact at"):
         table.add_column(column, justify="left" if column in ("tensor", "dtype", "shape", "exact at") else "right")
     for row in _tensor_rows(package.manifest):
+        width = (str(row["cell_width"] or "-"),) if widths else ()
         table.add_row(escape(row["name"]), row["dtype"], "x".join(map(str, row["shape"])) or "scalar",
-                      f"{row['bytes']:,}", *(f"{row['rung_bytes'][n]:,}" for n in names), row["exact_at"] or "-")
+                      f"{row['bytes']:,}", *width, *(f"{row['rung_bytes'][n]:,}" for n in names),
+                      row["exact_at"] or "-")
     return table
 
 
@@ -152,7 +189,7 @@ def inspect_json(package: Package, tensors: bool, trusted: bool | None = None) -
                    "bytes": sum(t.nbytes for t in manifest.tensors),
                    "dtypes": dict(sorted(Counter(t.dtype for t in manifest.tensors).items()))},
         "package_bytes": package.data_start + manifest.data_length, "header_bytes": package.data_start,
-        "schedule": manifest.schedule, "rungs": _rung_rows(manifest)}
+        "schedule": manifest.schedule, "allocation": manifest.allocation or None, "rungs": _rung_rows(manifest)}
     if tensors:
         report["tensors"] = _tensor_rows(manifest)
     return report
@@ -184,6 +221,11 @@ def cmd_inspect(args: argparse.Namespace) -> None:
              f"package    {package.data_start + manifest.data_length:,} bytes "
              f"(header and manifest {package.data_start:,}), schedule {manifest.schedule}",
              _signature_line(package, trust is not None)]
+    if manifest.allocation:
+        widths = [t.factor for t in manifest.tensors if t.factor]
+        lines.append(f"allocation {manifest.allocation}; first-rung cell widths {min(widths, default=0)}..."
+                     f"{max(widths, default=0)} codes of the next int rung over {len(widths)} tensors "
+                     "(--tensors shows each)")
     for line in lines:
         out.print(escape(line))
     out.print(rung_table(package))
@@ -262,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="order of chunks within a rung")
     encode.add_argument("--level", type=int, default=DEFAULT_LEVEL, help=f"zstd level (default {DEFAULT_LEVEL})")
     encode.add_argument("--sign", metavar="KEY.key", help="sign the package with this key (from bitladder keygen)")
+    encode.add_argument("--calibrate", metavar="TASK", help="allocate a target first rung by each tensor's measured "
+                        "sensitivity on TASK's calibration set (minilm, mobilenetv2, or a model folder as for eval); "
+                        "needs the eval extra")
     encode.set_defaults(run=cmd_encode)
 
     inspect = commands.add_parser("inspect", help="show a package's rungs and sizes")

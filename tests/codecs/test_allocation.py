@@ -119,3 +119,56 @@ def test_unreachable_target_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="out of reach"):
         bitladder.encode(weights, tmp_path / "t.blad", ladder="0.1%,int8,exact")
     assert not (tmp_path / "t.blad").exists()
+
+
+def _two_tensors(minilm: Path) -> dict[str, np.ndarray]:
+    """Two real MiniLM weight matrices of equal size."""
+    tensors = load_source(minilm).tensors
+    return {name: np.asarray(tensors[name].data).view(np.float32).reshape(tensors[name].shape)
+            for name in ("encoder.layer.0.attention.self.query.weight", "encoder.layer.0.attention.self.key.weight")}
+
+
+def test_sensitivity_moves_bits_to_the_tensor_that_needs_them(minilm: Path, tmp_path: Path) -> None:
+    weights = _two_tensors(minilm)
+    query, key = weights
+    plain = bitladder.encode(weights, tmp_path / "plain.blad", ladder="15%,int8")
+    assert plain.allocation == "sqnr"
+    for heavy, light in ((query, key), (key, query)):
+        manifest = bitladder.encode(weights, tmp_path / "w.blad", ladder="15%,int8",
+                                    sensitivity={heavy: 100.0, light: 1.0}, calibration="a test")
+        widths = {t.name: t.factor for t in manifest.tensors}
+        assert widths[heavy] < widths[light]  # a narrower cell: finer steps where the error costs more
+        assert manifest.allocation == "task: a test"
+        assert Package.open(tmp_path / "w.blad").manifest == manifest  # recorded, and read back
+
+
+def test_bad_sensitivity_is_refused_before_writing(minilm: Path, tmp_path: Path) -> None:
+    weights = _two_tensors(minilm)
+    query, key = weights
+    good = {query: 1.0, key: 2.0}
+    cases = [("int8,exact", good, "x", "has none"), ("15%,int8", good, "", "go together"),
+             ("15%,int8", None, "x", "go together"), ("15%,int8", {query: 1.0}, "x", "lacks 1 of the 2"),
+             ("15%,int8", {query: 1.0, key: -1.0}, "x", "not a finite number"),
+             ("15%,int8", {query: 1.0, key: float("nan")}, "x", "not a finite number"),
+             ("15%,int8", good, "x" * 2000, "at most")]
+    for ladder, sensitivity, calibration, message in cases:
+        with pytest.raises(UsageError, match=message):
+            bitladder.encode(weights, tmp_path / "t.blad", ladder=ladder, sensitivity=sensitivity,
+                             calibration=calibration)
+        assert not (tmp_path / "t.blad").exists()
+
+
+def test_manifest_records_the_allocation_exactly_with_a_target(tmp_path: Path) -> None:
+    weights = {"w": np.linspace(-1, 1, 64 * 128, dtype=np.float32).reshape(64, 128)}
+    targeted = bitladder.encode(weights, tmp_path / "t.blad", ladder="20%,int8,exact").to_json()
+    plain = bitladder.encode(weights, tmp_path / "p.blad", ladder="int8,exact").to_json()
+    assert targeted["allocation"] == "sqnr" and "allocation" not in plain
+    for data, allocation in ((targeted, None), (targeted, ""), (targeted, 7), (targeted, "x" * 1025),
+                             (plain, "sqnr")):
+        broken = json.loads(json.dumps(data))
+        if allocation is None:
+            del broken["allocation"]
+        else:
+            broken["allocation"] = allocation
+        with pytest.raises(ManifestError):
+            parse_manifest_json(broken)

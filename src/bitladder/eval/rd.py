@@ -62,6 +62,50 @@ def rd_priorities(task: Task, package: Package) -> dict[tuple[str, int], float]:
     return priorities
 
 
+SENSITIVITY_SQNR = 25.0
+"""The SQNR (dB) of the noise each tensor is probed with: that of a 4-bit-class first rung, where the allocation
+matters most, and small enough for the task's distortion to grow with the squared error, as the allocator assumes."""
+SENSITIVITY_FLOOR = 0.01
+"""The least weight a tensor gets, as a share of the model's mean: a tensor the calibration set barely exercises
+(embedding rows of words it lacks) still matters to other inputs."""
+
+
+def sensitivities(task: Task, state: dict[str, np.ndarray], seed: int = 0) -> dict[str, float]:
+    """Per float tensor of the task's module, the calibration distortion (1 - score) its noise costs per unit of
+    squared error, measured one tensor at a time with Gaussian noise at `SENSITIVITY_SQNR` on the fp32 model:
+    the weights `bitladder.encode(..., sensitivity=)` allocates a target first rung by.
+
+    >>> task = minilm_task()                                                                      # doctest: +SKIP
+    >>> encode(source, "m.blad", ladder="12%,int8,exact", sensitivity=sensitivities(task, task.load_state()),
+    ...        calibration=calibration_name(task))                                                 # doctest: +SKIP
+    """
+    reference = task.calibration_reference()
+    module = task.module(state)
+    params = module.state_dict()
+    random = np.random.default_rng(seed)
+    unperturbed = 1.0 - task.score(reference, task.calibration(module))
+    raw: dict[str, float] = {}
+    for name, target in params.items():
+        if not target.is_floating_point() or name not in state or target.numel() == 0:
+            continue
+        values = np.asarray(state[name], np.float64)
+        power = float(np.mean(np.square(values))) * 10 ** (-SENSITIVITY_SQNR / 10)
+        if power <= 0:
+            continue
+        noise = random.standard_normal(values.shape) * np.sqrt(power)
+        noisy = (values + noise).astype(np.float32)
+        error = float(np.square(noisy.astype(np.float64) - values).sum())
+        distortion = _distortion_with(task, module, target, noisy, reference) - unperturbed
+        raw[name] = max(distortion, 0.0) / error
+    mean = float(np.mean(list(raw.values()))) if raw else 0.0
+    return {name: max(weight, SENSITIVITY_FLOOR * mean) for name, weight in raw.items()}
+
+
+def calibration_name(task: Task) -> str:
+    """How a package's manifest names the calibration `sensitivities(task, ...)` measured on."""
+    return f"{task.name} calibration set ({task.quality_name}), one tensor at a time at {SENSITIVITY_SQNR:g} dB noise"
+
+
 def _distortion_with(task: Task, module: torch.nn.Module, target: torch.Tensor, value: np.ndarray,
                      reference: np.ndarray) -> float:
     """1 - score of the calibration answers with `target` set to `value` (restored afterwards)."""

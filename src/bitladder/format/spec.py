@@ -283,11 +283,17 @@ class Manifest:
     """What a delta package updates; None for a full package."""
     quality: tuple[float | None, ...] = ()
     """Per rung, the SQNR in dB of the laddered tensors measured at encode time (None: exact, or not measured)."""
+    allocation: str = ""
+    """What a target first rung's cell widths (`TensorSpec.factor`) were allocated by: "sqnr" (every tensor's
+    squared error alike), or "task: " and the calibration set its sensitivities were measured on; "" without one."""
 
     def __post_init__(self) -> None:
         if (self.parent is None) != (self.ladder.delta is None and not any(t.delta for t in self.tensors)):
             raise ManifestError(f"package {self.model_id!r}: a parent is recorded exactly when the package is a delta "
                                 "(a delta ladder or delta tensors)")
+        if bool(self.allocation) != (self.ladder.target is not None):
+            raise ManifestError(f"package {self.model_id!r}: an allocation is recorded exactly when the ladder has a "
+                                "target first rung")
         if self.quality and len(self.quality) != len(self.ladder.rungs):
             raise ManifestError(f"{len(self.quality)} quality figures for {len(self.ladder.rungs)} rungs")
 
@@ -356,6 +362,7 @@ class Manifest:
             "model": self._model_json(),
             "source": self.source, "ladder": self.ladder.to_json(), "schedule": self.schedule, "digest": DIGEST_NAME,
             "quality": list(self.quality) if self.quality else [None] * len(self.ladder.rungs),
+            **({"allocation": self.allocation} if self.allocation else {}),
             "tensors": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape), **({"delta": True} if t.delta else {}),
                          **({"factor": t.factor} if t.factor else {})} for t in self.tensors],
             "chunks": [c.to_json() for c in self.chunks],
@@ -438,7 +445,9 @@ def _get(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
 
 
 _ROOT_KEYS: Final = frozenset({"format", "version", "digest", "model", "source", "ladder", "schedule", "quality", "tensors",
-                               "chunks"})
+                               "chunks", "allocation"})
+MAX_ALLOCATION = 1024
+"""Characters of the manifest's allocation record."""
 
 
 def _digest_field(obj: Any, key: str, where: str) -> str:
@@ -484,12 +493,16 @@ def _parse_manifest(data: Any) -> Manifest:
     except ValueError as exc:
         raise _fail("ladder", str(exc)) from exc
     tensors = _parse_tensors(_get(data, "tensors", list, "root"))
+    allocation = _get(data, "allocation", str, "root") if "allocation" in data else ""
+    if len(allocation) > MAX_ALLOCATION or (ladder.target is not None) != bool(allocation):
+        raise _fail("root", f"allocation {reprlib.repr(allocation)}: expected 1..{MAX_ALLOCATION} characters exactly "
+                    "when the ladder has a target first rung")
     manifest = Manifest(
         model_id=_get(model, "id", str, "model"), model_version=_get(model, "version", str, "model"),
         source=_get(data, "source", dict, "root"), ladder=ladder,
         schedule=_get(data, "schedule", str, "root"), tensors=tensors, chunks=(),
         weights=_digest_field(model, "weights", "model"), parent=_parse_parent(model),
-        quality=_parse_quality(_get(data, "quality", list, "root"), len(ladder.rungs)),
+        quality=_parse_quality(_get(data, "quality", list, "root"), len(ladder.rungs)), allocation=allocation,
     )
     try:
         plans = manifest.plans

@@ -97,6 +97,7 @@ class PackageWriter:
         self._parent = parent
         self._weights = WeightsHasher()
         self.quality: tuple[float | None, ...] = ()
+        self.allocation = ""  # what a target first rung was allocated by (`Manifest.allocation`)
         """Per rung SQNR measured by the encoder, recorded by `finish` (empty: not measured)."""
         self._tensors: list[TensorSpec] = []
         self._plans: list[TensorPlan] = []
@@ -156,7 +157,7 @@ class PackageWriter:
             entries.append(dataclasses.replace(chunk, offset=offset))
             offset += chunk.length
         manifest = Manifest(model_id, model_version, source, ladder, schedule, tuple(self._tensors), tuple(entries),
-                            self._weights.digest(), self._parent, self.quality)
+                            self._weights.digest(), self._parent, self.quality, self.allocation)
         return manifest, ordered
 
     def finish(self) -> Manifest:
