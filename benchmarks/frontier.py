@@ -4,6 +4,9 @@
 
 For each model it measures, in the same run:
 - NNCodec 2.1.3 over its qp sweep (fp32 models): bytes, SQNR, task quality;
+- each first rung allocated two ways: by SQNR (every tensor's squared error alike) and "task-weighted", by the
+  sensitivities `bitladder.eval.rd.sensitivities` measures on the task's calibration set (MiniLM, MobileNetV2);
+  every task figure is on inputs that set does not hold;
 - SQNR-targeted first rungs (`20dB,int8` ...): bytes / NNCodec's bytes interpolated at the same SQNR (target 1);
 - size-targeted first rungs at NNCodec's own sizes: task quality at equal bytes (target: at least NNCodec's);
 - the uniform rungs of today (`int4` ... `int8`: one bit depth for every tensor, a max-abs scale per row) and a
