@@ -181,7 +181,8 @@ def _ladder(ladder: str | Ladder, group_size: int | None, min_size: int | None) 
                             min_size=DEFAULT_MIN_SIZE if min_size is None else min_size)
     except ValueError as exc:
         raise UsageError(f"ladder {ladder!r}: {exc} (a ladder is comma-separated rungs from int2..int8, bf16, "
-                         "fp16, exact, each more precise than the one before, e.g. 'int4,int8,exact')") from exc
+                         "fp16, exact, each more precise than the one before, e.g. 'int4,int8,exact', or a target first rung "
+                         "then intN[,exact], e.g. '12%,int8,exact' or '30dB,int8')") from exc
 
 
 def open(source: str | os.PathLike[str] | bytes | bytearray | memoryview,  # noqa: A001

@@ -14,7 +14,8 @@ from .codecs.ladder import Ladder
 from .format.signing import Trust, load_trust
 
 RUNG_NAMES = "int2..int8, bf16, fp16, exact"
-LADDER_HELP = f"comma-separated rungs, least to most precise; rungs are {RUNG_NAMES}"
+LADDER_HELP = (f"comma-separated rungs, least to most precise; rungs are {RUNG_NAMES}, and a first rung may be a "
+               "target: 12%%,int8,exact (at most 12 %% of the source) or 30dB,int8 (at least 30 dB SQNR)")
 
 
 def check_ladder(text: str, option: str = "--ladder") -> str:
