@@ -132,6 +132,14 @@ def _stack(tensors: Mapping[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([np.asarray(a, np.float64).reshape(-1) for a in tensors.values() if a.dtype.kind == "f"])
 
 
+def decisive(logits: np.ndarray) -> np.ndarray:
+    """Which images are not near-ties: those whose two best classes are 5 % probability or more apart (the others
+    flip under any perturbation)."""
+    probabilities = np.exp(logits - logits.max(1, keepdims=True))
+    top2 = np.sort(probabilities / probabilities.sum(1, keepdims=True), axis=1)[:, -2:]
+    return (top2[:, 1] - top2[:, 0]) >= 0.05
+
+
 class Task:
     """Task quality of a model given its weights: a number and a label."""
 
@@ -145,10 +153,7 @@ class Task:
             self.run = lambda s: models.mobilenet_classifier(s)(self.inputs)
         self.reference = self.run(reference)
         if name != "minilm":
-            # Images whose two best classes are within 5 % probability flip under any perturbation.
-            probabilities = np.exp(self.reference - self.reference.max(1, keepdims=True))
-            top2 = np.sort(probabilities / probabilities.sum(1, keepdims=True), axis=1)[:, -2:]
-            self.decisive = (top2[:, 1] - top2[:, 0]) >= 0.05
+            self.decisive = decisive(self.reference)
 
     def __call__(self, weights: Mapping[str, np.ndarray]) -> str:
         out = self.run(weights)

@@ -39,7 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 import _baselines  # noqa: E402
-from compression import NNCODEC_QPS, ZIPNN_DTYPE_OF, Subject, _stack, _version, float_arrays, load_subject, revision  # noqa: E402
+from compression import NNCODEC_QPS, ZIPNN_DTYPE_OF, Subject, _stack, _version, decisive, float_arrays, load_subject, revision  # noqa: E402
 
 import bitladder  # noqa: E402
 from bitladder.eval import data, metrics, tasks  # noqa: E402
@@ -144,12 +144,9 @@ def held_out(subject: Subject) -> None:
         count = len(data.PHOTOS)
         variants = (len(task.inputs) - count) // count
         task.inputs = np.concatenate([task.inputs[:4], task.inputs[count:count + 4 * variants]])
-    reference = task.run(subject.reference)
-    task.reference = reference
+    task.reference = task.run(subject.reference)
     if task.name != "minilm":
-        probabilities = np.exp(reference - reference.max(1, keepdims=True))
-        top2 = np.sort(probabilities / probabilities.sum(1, keepdims=True), axis=1)[:, -2:]
-        task.decisive = (top2[:, 1] - top2[:, 0]) >= 0.05
+        task.decisive = decisive(task.reference)
 
 
 def first_rung(subject: Subject, features: AstraFeatures | None, ladder: str, workdir: Path,
@@ -165,8 +162,7 @@ def first_rung(subject: Subject, features: AstraFeatures | None, ladder: str, wo
     quality, measures = quality_of(subject, features, weights)
     sqnr = metrics.sqnr_db(_stack(subject.reference), _stack(weights))
     default = f"bitladder {ladder} @{manifest.ladder.rungs[0].name}" + (" task-weighted" if sensitivity else "")
-    return Point(label or default, size, subject.source.nbytes, sqnr,
-                 quality, measures)
+    return Point(label or default, size, subject.source.nbytes, sqnr, quality, measures)
 
 
 def nncodec_points(subject: Subject, qps: list[int]) -> list[Point]:

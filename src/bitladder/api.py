@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .codecs.allocation import allocate, measure
+from .codecs.allocation import allocate, measure, signal
 from .codecs.blocks import encode_tensor
 from .codecs.entropy import DEFAULT_LEVEL
 from .codecs.floatbits import to_f32
@@ -124,8 +124,7 @@ def _allocate(model: SourceModel, ladder: Ladder, level: int, sensitivity: Mappi
                                                                  level))
             entries += 2
             if is_float(tensor.spec.dtype):
-                values = to_f32(tensor.data.reshape(-1), tensor.spec.dtype).astype(np.float64)
-                exact_signal += float(np.square(values[np.isfinite(values)]).sum())
+                exact_signal += signal(tensor.data.reshape(-1), tensor.spec.dtype)
             continue
         plan = plan_tensor(dataclasses.replace(tensor.spec, factor=1), ladder)
         curves.append(measure(plan, tensor.data, 1.0 if sensitivity is None else float(sensitivity[tensor.name])))

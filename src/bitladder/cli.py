@@ -26,9 +26,7 @@ from rich.table import Table
 from . import __version__, api
 from .cliargs import LADDER_HELP, RUNG_NAMES, add_trust, check_ladder, trust_of
 from .codecs.entropy import DEFAULT_LEVEL
-from .codecs.floatbits import to_f32
 from .codecs.ladder import DEFAULT_LADDER, DEFAULT_MIN_SIZE, Ladder
-from .codecs.states import is_float
 from .delivery.commands import register as register_delivery
 from .errors import BitladderError, UsageError
 from .eval.commands import register as register_eval
@@ -37,7 +35,7 @@ from .format.signing import fingerprint, generate_keys, load_signing_key, public
 from .format.spec import Manifest
 from .format.writer import SCHEDULES
 from .outputs import STDOUT, check_not_older, check_output, write_model
-from .sources import load_source
+from .sources import SourceModel, load_source
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
@@ -71,13 +69,15 @@ def cmd_encode(args: argparse.Namespace) -> None:
         def report(done: int, total: int, name: str) -> None:
             bar.update(task, completed=done, total=total, description=f"encoding {name[-40:]}")
 
+        source: str | SourceModel = args.source
         sensitivity, calibration = None, ""
         if args.calibrate and Ladder.parse(args.ladder).target is None:  # before minutes of measuring
             raise UsageError(f"--calibrate weights a target first rung (e.g. 12%,int8,exact); ladder {args.ladder} "
                              "has none")
         if args.calibrate:
-            sensitivity, calibration = _sensitivity(args.calibrate, args.source, bar)
-        manifest = api.encode(args.source, args.output, ladder=args.ladder, group_size=args.group_size,
+            source = load_source(args.source)  # once, for the measurement and the encoding
+            sensitivity, calibration = _sensitivity(args.calibrate, source, bar)
+        manifest = api.encode(source, args.output, ladder=args.ladder, group_size=args.group_size,
                               min_size=args.min_size, model_id=args.model_id, model_version=args.model_version,
                               schedule=args.schedule, level=args.level, progress=report, sign=signing_key,
                               sensitivity=sensitivity, calibration=calibration)
@@ -88,17 +88,15 @@ def cmd_encode(args: argparse.Namespace) -> None:
                          f"ladder {','.join(manifest.ladder.names)}{signed}, in {seconds:.1f} s"))
 
 
-def _sensitivity(task_name: str, source: str, bar: Progress) -> tuple[dict[str, float], str]:
+def _sensitivity(task_name: str, source: SourceModel, bar: Progress) -> tuple[dict[str, float], str]:
     """`--calibrate TASK`: each tensor's measured task sensitivity, and what it was measured on."""
     try:
         from .eval.rd import calibration_name, sensitivities
-        from .eval.tasks import get_task
+        from .eval.tasks import float_state, get_task
     except ImportError as exc:
         raise UsageError(f"--calibrate needs the eval extra (pip install 'bitladder[eval]'): {exc}") from exc
     bar.add_task(f"measuring the sensitivity of each tensor on {task_name}", total=None)
-    source_model = load_source(source)
-    state = {name: to_f32(t.data.reshape(-1), t.dtype).reshape(t.shape) if is_float(t.dtype) else t.data
-             for name, t in source_model.tensors.items()}
+    state = float_state(source)
     with tempfile.TemporaryDirectory() as tmp:  # where the mtcnn and tiny tasks write their weights
         try:
             task = get_task(task_name, Path(tmp))

@@ -89,6 +89,13 @@ def measure(plan: TensorPlan, source: NDArray[Any], weight: float = 1.0) -> Curv
     return Curve(plan.spec.name, widths, tuple(nbytes), tuple(errors), signal * scale_up, weight)
 
 
+def signal(source: NDArray[Any], dtype: str) -> float:
+    """Σx² over the finite values of a flat tensor in its storage `dtype`: what a tensor sent exact adds to the
+    model's signal (`allocate`'s `exact_signal`)."""
+    values = to_f32(source, dtype).astype(np.float64)
+    return float(np.square(values[np.isfinite(values)]).sum())
+
+
 def _sample_rows(plan: TensorPlan, source: NDArray[Any]) -> NDArray[Any]:
     """Every k-th row of the tensor, flat and contiguous: about `SAMPLE_ELEMENTS` elements (at least one row)."""
     rows = source.reshape(plan.rows, plan.columns)

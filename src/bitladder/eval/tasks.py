@@ -16,11 +16,15 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .metrics import kl_divergence, mean_cosine, topk_agreement
+
+if TYPE_CHECKING:
+    from ..sources import SourceModel
 
 State = Mapping[str, np.ndarray]
 TASKS = ("minilm", "mobilenetv2", "mtcnn")
@@ -152,11 +156,17 @@ def text_encoder_task(folder: Path, name: str | None = None) -> Task:
 
 def _float_state(path: Path) -> dict[str, np.ndarray]:
     """The tensors of a model file as numpy arrays (floats as float32 values)."""
-    from ..codecs.floatbits import to_f32
     from ..sources import load_source
 
+    return float_state(load_source(path))
+
+
+def float_state(model: SourceModel) -> dict[str, np.ndarray]:
+    """The tensors of a loaded model as numpy arrays (floats as float32 values): what a task's module loads."""
+    from ..codecs.floatbits import to_f32
+
     return {name: to_f32(t.data, t.dtype).reshape(t.shape) if t.dtype in ("F32", "F16", "BF16")
-            else t.data.reshape(t.shape) for name, t in load_source(path).tensors.items()}
+            else t.data.reshape(t.shape) for name, t in model.tensors.items()}
 
 
 def _pooled(hidden: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
