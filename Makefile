@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml setup.py Makefile $(wildcard src/bitladder/_core/*)
 demo: $(STAMP)
 	$(BIN)/python -m bitladder.demo -o out/demo
 
+# One worker per core (pytest-xdist): the suite is mostly real-model forward passes, each on one core.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 # NNCodec (the MPEG NNC reference) is only a benchmark baseline: an sdist that compiles its coder (~2 min)
 # and declares numpy<2 and torchvision, which it does not need for the dict API, hence --no-deps.

@@ -4,7 +4,7 @@
 static const bl_kernels paths[3] = {
     {codes_tile_scalar, cells_tile_scalar, recon_tile_scalar, cells_f32_scalar, NULL, tb_tile_scalar, compose_f32_scalar, compose_16_scalar, urans_tile_scalar, NULL, NULL},
 #if defined(__x86_64__)
-    {codes_tile_avx2, cells_tile_avx2, recon_tile_avx2, cells_f32_avx2, NULL, tb_tile_avx2, compose_f32_avx2, compose_16_avx2, urans_tile_avx2, NULL, NULL},
+    {codes_tile_avx2, cells_tile_avx2, recon_tile_avx2, cells_f32_avx2, NULL, tb_tile_avx2, compose_f32_avx2, compose_16_avx2, urans_tile_avx2, rans_tile_avx2, rans_mixed_avx2},
     {codes_tile_avx512, cells_tile_avx512, recon_tile_avx512, cells_f32_avx512, cells_f16_avx512, tb_tile_avx512, compose_f32_avx512, compose_16_avx512, urans_tile_avx512, rans_tile_avx512, rans_mixed_avx512},
 #endif
 };

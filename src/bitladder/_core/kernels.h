@@ -39,8 +39,8 @@ BL_DECLARE_PATH(scalar)
 BL_DECLARE_PATH(avx2)
 BL_DECLARE_PATH(avx512)
 
-rans_tile_kernel rans_tile_avx512;
-rans_mixed_kernel rans_mixed_avx512;
+rans_tile_kernel rans_tile_avx2, rans_tile_avx512;
+rans_mixed_kernel rans_mixed_avx2, rans_mixed_avx512;
 void cells_f16_avx512(const uint16_t *, size_t, float, int, int, uint32_t *, uint32_t *, uint32_t *, uint32_t *);
 void recon_f16_avx512(const int32_t *, size_t, float, int32_t, uint16_t *);
 
