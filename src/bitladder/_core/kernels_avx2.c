@@ -34,6 +34,14 @@ static inline __m256i refill(__m256i x, __m256i more, const uint8_t **wp) {
     return _mm256_blendv_epi8(x, _mm256_or_si256(_mm256_slli_epi32(x, 16), next), more);
 }
 
+/* The 32 lane states as four vectors of 8, and back. */
+static inline void load_lanes(const uint32_t *state, __m256i x[4]) {
+    for (int v = 0; v < 4; v++) x[v] = _mm256_loadu_si256((const __m256i *)(state + 8 * v));
+}
+static inline void store_lanes(const __m256i x[4], uint32_t *state) {
+    for (int v = 0; v < 4; v++) _mm256_storeu_si256((__m256i *)(state + 8 * v), x[v]);
+}
+
 /* 8 rANS lanes, those in `valid`, each decoding the entry of `tables` at `at` (an in-table index in every lane):
  * rans_lanes of the avx512 path, 8 lanes wide. */
 static inline __attribute__((always_inline)) __m256i
@@ -56,13 +64,13 @@ void rans_tile_avx2(uint32_t *state, const uint8_t **words, const uint32_t *slot
     const __m256i mask12 = _mm256_set1_epi32(RANS_TOTAL - 1);
     const uint8_t *wp = *words;
     __m256i x[4];
-    for (int v = 0; v < 4; v++) x[v] = _mm256_loadu_si256((const __m256i *)(state + 8 * v));
+    load_lanes(state, x);
     for (size_t j = 0; j < n; j += RANS_LANES)
         for (int v = 0; v < 4; v++) {
             size_t at = j + 8 * (size_t)v;
             x[v] = rans_lanes8(x[v], tile_lanes8(at, n), _mm256_and_si256(x[v], mask12), slot, &wp, out + at);
         }
-    for (int v = 0; v < 4; v++) _mm256_storeu_si256((__m256i *)(state + 8 * v), x[v]);
+    store_lanes(x, state);
     *words = wp;
 }
 
@@ -72,7 +80,7 @@ void rans_mixed_avx2(uint32_t *state, const uint8_t **words, const uint32_t *tab
     const __m256i mask12 = _mm256_set1_epi32(RANS_TOTAL - 1), none = _mm256_set1_epi32((int)RANS_NO_CONTEXT);
     const uint8_t *wp = *words;
     __m256i x[4];
-    for (int v = 0; v < 4; v++) x[v] = _mm256_loadu_si256((const __m256i *)(state + 8 * v));
+    load_lanes(state, x);
     for (size_t j = 0; j < n; j += RANS_LANES)
         for (int v = 0; v < 4; v++) {
             size_t at = j + 8 * (size_t)v;
@@ -83,7 +91,7 @@ void rans_mixed_avx2(uint32_t *state, const uint8_t **words, const uint32_t *tab
             __m256i index = _mm256_or_si256(_mm256_slli_epi32(c, RANS_PROB_BITS), _mm256_and_si256(x[v], mask12));
             x[v] = rans_lanes8(x[v], valid, _mm256_and_si256(index, valid), tables, &wp, out + at);
         }
-    for (int v = 0; v < 4; v++) _mm256_storeu_si256((__m256i *)(state + 8 * v), x[v]);
+    store_lanes(x, state);
     *words = wp;
 }
 
@@ -124,10 +132,10 @@ urans_vector8(__m256i x, const uint32_t *flag, const uint32_t *count, size_t j, 
 void urans_tile_avx2(urans_dec *d, const uint32_t *flag, const uint32_t *count, size_t n, uint32_t *index) {
     const uint8_t *wp = d->wp;
     __m256i x[4];
-    for (int v = 0; v < 4; v++) x[v] = _mm256_loadu_si256((const __m256i *)(d->x + 8 * v));
+    load_lanes(d->x, x);
     for (size_t j = 0; j < n; j += URANS_LANES)
         for (int v = 0; v < 4; v++) x[v] = urans_vector8(x[v], flag, count, j + 8 * (size_t)v, n, &wp, index);
-    for (int v = 0; v < 4; v++) _mm256_storeu_si256((__m256i *)(d->x + 8 * v), x[v]);
+    store_lanes(x, d->x);
     d->wp = wp;
 }
 
